@@ -1,0 +1,175 @@
+"""Loading a weight table exactly, or not at all.
+
+A family describes its checkpoint as a list of `WeightEntry(variable, hf_keys, transform)`.
+`load_weights` checks the whole table against a state dict (every key present, every shape right,
+no key left unused) before it assigns a single variable, so a bad checkpoint is never half-loaded.
+"""
+
+import dataclasses
+import logging
+import re
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfllm.checkpoints.errors import CheckpointError
+from tfllm.checkpoints.transforms import IDENTITY, Transform
+from tfllm.errors import invalid_argument
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightEntry:
+    """One row of a weight table: a tfllm variable and the HF key(s) that feed it.
+
+    Args:
+        variable: the `keras.Variable` to load.
+        hf_keys: the HF state dict key(s), in the order `transform.to_tfllm` takes them.
+        transform: how the HF array(s) become the variable's value.
+
+    Example:
+
+    ```python
+    WeightEntry(layer.kernel, ("h.0.mlp.c_fc.weight",))  # Conv1D weights are already (in, out).
+    WeightEntry(dense.kernel, ("encoder.layer.0.output.dense.weight",), TRANSPOSE)
+    ```
+    """
+
+    variable: Any
+    hf_keys: tuple
+    transform: Transform = IDENTITY
+
+    def __post_init__(self):
+        keys = (self.hf_keys,) if isinstance(self.hf_keys, str) else tuple(self.hf_keys)
+        if not keys or not all(isinstance(k, str) for k in keys):
+            raise invalid_argument("hf_keys", "a non-empty tuple of strings", self.hf_keys)
+        if not isinstance(self.transform, Transform):
+            raise invalid_argument("transform", "a Transform", self.transform)
+        if len(keys) != self.transform.num_inputs:
+            raise invalid_argument(
+                "hf_keys", f"{self.transform.num_inputs} key(s) for transform {self.transform.name}", keys
+            )
+        object.__setattr__(self, "hf_keys", keys)
+
+
+def _check_entries(entries):
+    entries = list(entries)
+    seen = {}
+    for entry in entries:
+        if not isinstance(entry, WeightEntry):
+            raise invalid_argument("entries", "a list of WeightEntry", entry)
+        if id(entry.variable) in seen:
+            raise invalid_argument(
+                "entries", "each variable at most once", f"{entry.hf_keys} and {seen[id(entry.variable)]}"
+            )
+        seen[id(entry.variable)] = entry.hf_keys
+    return entries
+
+
+def _compile_patterns(ignorable):
+    if isinstance(ignorable, str):
+        ignorable = (ignorable,)
+    try:
+        return [re.compile(pattern) for pattern in ignorable]
+    except (re.error, TypeError) as error:
+        raise invalid_argument("ignorable", "a list of regular expressions", ignorable) from error
+
+
+def _converted_arrays(entries, state_dict, source):
+    """Applies every transform and checks every shape; returns the arrays without assigning."""
+    arrays, problems = [], []
+    for entry in entries:
+        hf_arrays = [np.asarray(state_dict[key]) for key in entry.hf_keys]
+        received = ", ".join(f"`{k}` {a.shape}" for k, a in zip(entry.hf_keys, hf_arrays))
+        expected = tuple(entry.variable.shape)
+        try:
+            array = entry.transform.to_tfllm(*hf_arrays)
+        except ValueError as error:
+            problems.append(f"{received}: transform {entry.transform.name} failed ({error}); expected {expected}")
+            continue
+        if array.shape != expected:
+            problems.append(
+                f"{received}: expected shape {expected} after {entry.transform.name}, received {array.shape}"
+            )
+        arrays.append(array)
+    if problems:
+        raise CheckpointError(f"Shape mismatch loading {source}: " + "; ".join(problems))
+    return arrays
+
+
+def load_weights(entries, state_dict, *, source, ignorable=()):
+    """Loads a weight table from a state dict, exactly or not at all.
+
+    Nothing is assigned until every check has passed:
+
+    1. every HF key of every entry is in `state_dict`;
+    2. every transformed array has its variable's shape;
+    3. every key of `state_dict` is used by an entry or matches an `ignorable` pattern.
+
+    Args:
+        entries: the family's list of `WeightEntry`.
+        state_dict: HF key -> array, e.g. from `read_state_dict`.
+        source: the checkpoint's folder or file name, for messages.
+        ignorable: regular expressions (matched with `re.fullmatch`) for keys that may be present
+            and unused, e.g. `r"h\\.\\d+\\.attn\\.bias"` or `r"lm_head\\.weight"`.
+
+    Raises:
+        CheckpointError: keys are missing, shapes do not match, or keys are unused; the message
+            lists every offending key.
+
+    Example:
+
+    ```python
+    load_weights(entries, read_state_dict(folder), source=folder, ignorable=[r"lm_head\\.weight"])
+    ```
+    """
+    entries = _check_entries(entries)
+    patterns = _compile_patterns(ignorable)
+    used = {key for entry in entries for key in entry.hf_keys}
+    missing = sorted(used - set(state_dict))
+    if missing:
+        raise CheckpointError(f"Keys missing from {source}: " + ", ".join(f"`{k}`" for k in missing))
+    arrays = _converted_arrays(entries, state_dict, source)
+    unused = sorted(key for key in state_dict if key not in used)
+    ignored = [key for key in unused if any(p.fullmatch(key) for p in patterns)]
+    unexpected = sorted(set(unused) - set(ignored))
+    if unexpected:
+        raise CheckpointError(
+            f"Keys in {source} that no weight is loaded from: "
+            + ", ".join(f"`{k}`" for k in unexpected)
+            + ". Load them, or list them as ignorable if the model does not need them."
+        )
+    for entry, array in zip(entries, arrays):
+        entry.variable.assign(keras.ops.cast(array, entry.variable.dtype))
+    logger.info(
+        "Loaded %d tensors into %d variables from %s; ignored %d keys%s",
+        len(used), len(entries), source, len(ignored), (": " + ", ".join(ignored)) if ignored else ".",
+    )
+
+
+def export_weights(entries):
+    """Exports a weight table back to an HF state dict: the inverse of `load_weights`.
+
+    Args:
+        entries: the family's list of `WeightEntry`.
+
+    Returns:
+        A dict of HF key -> contiguous array that owns its memory (float variables as float32),
+        ready for `safetensors.numpy.save_file`.
+
+    Raises:
+        ValueError: two entries export different values for the same HF key.
+    """
+    state_dict = {}
+    for entry in _check_entries(entries):
+        value = keras.ops.convert_to_numpy(entry.variable.value)
+        if "float" in str(entry.variable.dtype):
+            value = value.astype(np.float32)
+        for key, array in zip(entry.hf_keys, entry.transform.to_hf(value)):
+            array = np.array(array, order="C", copy=True)
+            if key in state_dict and not np.array_equal(state_dict[key], array):
+                raise invalid_argument("entries", f"one value per HF key; `{key}` gets two different values", key)
+            state_dict.setdefault(key, array)
+    return state_dict

@@ -1,0 +1,89 @@
+"""The decoding loop: a prefill pass, then one `tf.while_loop` over a preallocated KV cache.
+
+The loop uses only ops that every runtime has (no XLA-only ops), so the same function serves eager
+calls, `tf.function(jit_compile=True)` and, later, exported signatures.
+"""
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+
+from tfllm.generation.sampling import next_token
+
+_COMPILED = weakref.WeakKeyDictionary()  # model -> {(do_sample, jit_compile): tf.function}
+
+
+def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id):
+    """Generates up to `max_new_tokens` tokens after left-padded prompts.
+
+    Args:
+        model: a causal LM with `init_cache`, `call_with_cache` and `compute_logits`.
+        token_ids: `(batch_size, prompt_length)` int32, left-padded.
+        padding_mask: `(batch_size, prompt_length)` int32.
+        max_new_tokens: scalar int32.
+        do_sample: Python bool.
+        temperature, top_k, top_p, seed: sampling parameters (scalar tensors; seed `(2,)`).
+        eos_token_id: scalar int32, -1 for none.
+        pad_token_id: scalar int32 written after a row has produced `eos_token_id`.
+
+    Returns:
+        `(batch_size, prompt_length + steps)` int32, where steps stops early once every row ended.
+    """
+    batch_size, prompt_length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
+    full_mask = tf.concat([padding_mask, tf.ones([batch_size, max_new_tokens], tf.int32)], axis=1)
+    cache = model.init_cache(batch_size, prompt_length + max_new_tokens)
+    hidden, cache = model.call_with_cache(token_ids, full_mask, cache, 0)
+    logits = model.compute_logits(hidden[:, -1:, :])[:, 0, :]  # the head only where it is needed
+    token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0)
+    columns = tf.range(max_new_tokens)[None, :]
+    output = tf.where(columns == 0, token[:, None], tf.fill([batch_size, max_new_tokens], pad_token_id))
+    done = tf.equal(token, eos_token_id)
+
+    def condition(step, token, cache, output, done):
+        return tf.logical_and(step < max_new_tokens, tf.logical_not(tf.reduce_all(done)))
+
+    def body(step, token, cache, output, done):
+        hidden, cache = model.call_with_cache(token[:, None], full_mask, cache, prompt_length + step - 1)
+        logits = model.compute_logits(hidden)[:, 0, :]
+        token = next_token(logits, do_sample, temperature, top_k, top_p, seed, step)
+        token = tf.where(done, pad_token_id, token)
+        output = tf.where(columns == step, token[:, None], output)
+        done = tf.logical_or(done, tf.equal(token, eos_token_id))
+        return step + 1, token, cache, output, done
+
+    steps, _, _, output, _ = tf.while_loop(condition, body, (tf.constant(1), token, cache, output, done))
+    return tf.concat([token_ids, output[:, :steps]], axis=1)
+
+
+def _compiled(model, do_sample, jit_compile):
+    functions = _COMPILED.setdefault(model, {})
+    key = (do_sample, jit_compile)
+    if key not in functions:
+        scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
+        signature = [
+            tf.TensorSpec([None, None], tf.int32),
+            tf.TensorSpec([None, None], tf.int32),
+            scalar(tf.int32),
+            scalar(tf.float32),
+            scalar(tf.int32),
+            scalar(tf.float32),
+            tf.TensorSpec([2], tf.int32),
+            scalar(tf.int32),
+            scalar(tf.int32),
+        ]
+
+        def run(ids, mask, max_new, temperature, top_k, top_p, seed, eos, pad):
+            return decode(model, ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad)
+
+        functions[key] = tf.function(run, input_signature=signature, jit_compile=jit_compile, reduce_retracing=True)
+    return functions[key]
+
+
+def left_align(token_ids, padding_mask):
+    """Moves each row's padding to the left so the last column holds every row's last real token."""
+    ids, mask = np.array(token_ids), np.array(padding_mask)
+    if not (np.diff(mask, axis=1) < 0).any():
+        return ids, mask
+    order = np.argsort(mask, axis=1, kind="stable")  # zeros first, real tokens keep their order
+    return np.take_along_axis(ids, order, axis=1), np.take_along_axis(mask, order, axis=1)

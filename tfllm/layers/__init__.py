@@ -1,0 +1,27 @@
+"""Family-agnostic Keras layers: embeddings, positions, attention with a KV cache, feed-forward, norms, blocks."""
+
+from tfllm.layers.activations import ACTIVATIONS, get_activation
+from tfllm.layers.attention import MultiHeadAttention
+from tfllm.layers.blocks import DecoderBlock
+from tfllm.layers.embeddings import PositionEmbedding, TokenEmbedding
+from tfllm.layers.feedforward import FeedForward
+from tfllm.layers.masks import attention_mask, positions_from_mask, update_cache
+from tfllm.layers.norms import LayerNorm, RMSNorm
+from tfllm.layers.positions import RotaryEmbedding, SinusoidalPositionEncoding
+
+__all__ = [
+    "ACTIVATIONS",
+    "DecoderBlock",
+    "FeedForward",
+    "LayerNorm",
+    "MultiHeadAttention",
+    "PositionEmbedding",
+    "RMSNorm",
+    "RotaryEmbedding",
+    "SinusoidalPositionEncoding",
+    "TokenEmbedding",
+    "attention_mask",
+    "get_activation",
+    "positions_from_mask",
+    "update_cache",
+]

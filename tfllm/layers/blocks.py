@@ -1,0 +1,163 @@
+"""The transformer decoder block: self-attention and feed-forward, each with a residual."""
+
+import keras
+
+from tfllm.errors import check_choice, check_float
+from tfllm.layers.attention import MultiHeadAttention
+from tfllm.layers.feedforward import FeedForward
+from tfllm.layers.norms import NORMS
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class DecoderBlock(keras.layers.Layer):
+    """A causal transformer block, pre-norm (GPT-2, Llama) or post-norm (original Transformer).
+
+    Pre-norm: `h = x + attn(norm1(x)); y = h + ffn(norm2(h))`.
+    Post-norm: `h = norm1(x + attn(x)); y = norm2(h + ffn(h))`.
+
+    Args:
+        num_heads: query heads.
+        hidden_dim: width of the residual stream.
+        intermediate_dim: width of the feed-forward inner layer.
+        num_key_value_heads: key/value heads (grouped-query attention). Defaults to `num_heads`.
+        head_dim: width of each head. Defaults to `hidden_dim // num_heads`.
+        activation: feed-forward activation ("gelu", "gelu_tanh", "relu", "silu").
+        gated_ffn: use a gated feed-forward (SwiGLU / GeGLU).
+        norm: "layer_norm" or "rms_norm".
+        layer_norm_epsilon: epsilon of both norms.
+        norm_first: pre-norm if True, post-norm if False.
+        use_bias: biases on the feed-forward and attention output projections.
+        attention_bias: biases on the query/key/value projection. Defaults to `use_bias`.
+        dropout: dropout rate on attention probabilities, the feed-forward and both residual branches.
+        rotary_max_wavelength: rotary base if the block uses rotary embeddings, else None.
+        rotary_scaling_factor: linear scaling of rotary positions.
+        initializer_range: standard deviation of the kernels' normal initializer.
+
+    Call arguments:
+        inputs: `(batch_size, sequence_length, hidden_dim)`.
+        attention_mask: `(batch_size, sequence_length, key_length)` bool.
+        positions: `(batch_size, sequence_length)` int positions (for rotary embeddings).
+        cache: `(batch_size, 2, cache_length, num_key_value_heads, head_dim)` or None.
+        cache_index: where this call's keys and values are written into `cache`.
+        training: enables dropout.
+
+    Returns:
+        `(batch_size, sequence_length, hidden_dim)`, and with a cache also the updated cache.
+    """
+
+    def __init__(
+        self,
+        num_heads,
+        hidden_dim,
+        intermediate_dim,
+        num_key_value_heads=None,
+        head_dim=None,
+        activation="gelu",
+        gated_ffn=False,
+        norm="layer_norm",
+        layer_norm_epsilon=1e-5,
+        norm_first=True,
+        use_bias=True,
+        attention_bias=None,
+        dropout=0.0,
+        rotary_max_wavelength=None,
+        rotary_scaling_factor=1.0,
+        initializer_range=0.02,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.num_key_value_heads = num_key_value_heads
+        self.head_dim = head_dim
+        self.activation = activation
+        self.gated_ffn = gated_ffn
+        self.norm = check_choice("norm", norm, tuple(NORMS))
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.norm_first = norm_first
+        self.use_bias = use_bias
+        self.attention_bias = use_bias if attention_bias is None else attention_bias
+        self.dropout = check_float("dropout", dropout, low=0.0, high=1.0, high_inclusive=False)
+        self.rotary_max_wavelength = rotary_max_wavelength
+        self.rotary_scaling_factor = rotary_scaling_factor
+        self.initializer_range = initializer_range
+
+        # === Layers ===
+        self.attention_norm = NORMS[norm](epsilon=layer_norm_epsilon, name="attention_norm")
+        self.attention = MultiHeadAttention(
+            num_heads,
+            hidden_dim,
+            num_key_value_heads=num_key_value_heads,
+            head_dim=head_dim,
+            use_bias=self.attention_bias,
+            output_bias=use_bias,
+            dropout=dropout,
+            rotary_max_wavelength=rotary_max_wavelength,
+            rotary_scaling_factor=rotary_scaling_factor,
+            initializer_range=initializer_range,
+            name="attention",
+        )
+        self.ffn_norm = NORMS[norm](epsilon=layer_norm_epsilon, name="ffn_norm")
+        self.ffn = FeedForward(
+            hidden_dim,
+            intermediate_dim,
+            activation=activation,
+            gated=gated_ffn,
+            use_bias=use_bias,
+            dropout=dropout,
+            initializer_range=initializer_range,
+            name="ffn",
+        )
+        self.residual_dropout = keras.layers.Dropout(dropout)
+
+    def build(self, input_shape):
+        for layer in (self.attention_norm, self.attention, self.ffn_norm, self.ffn):
+            layer.build(input_shape)
+        self.built = True
+
+    def call(self, inputs, attention_mask=None, positions=None, cache=None, cache_index=0, training=None):
+        attention_input = self.attention_norm(inputs) if self.norm_first else inputs
+        attended = self.attention(
+            attention_input,
+            attention_mask=attention_mask,
+            positions=positions,
+            cache=cache,
+            cache_index=cache_index,
+            training=training,
+        )
+        if cache is not None:
+            attended, cache = attended
+        x = inputs + self.residual_dropout(attended, training=training)
+        if not self.norm_first:
+            x = self.attention_norm(x)
+        ffn_input = self.ffn_norm(x) if self.norm_first else x
+        x = x + self.residual_dropout(self.ffn(ffn_input, training=training), training=training)
+        if not self.norm_first:
+            x = self.ffn_norm(x)
+        return x if cache is None else (x, cache)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            hidden_dim=self.hidden_dim,
+            intermediate_dim=self.intermediate_dim,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            activation=self.activation,
+            gated_ffn=self.gated_ffn,
+            norm=self.norm,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            norm_first=self.norm_first,
+            use_bias=self.use_bias,
+            attention_bias=self.attention_bias,
+            dropout=self.dropout,
+            rotary_max_wavelength=self.rotary_max_wavelength,
+            rotary_scaling_factor=self.rotary_scaling_factor,
+            initializer_range=self.initializer_range,
+        )
+        return config

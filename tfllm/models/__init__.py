@@ -1,0 +1,7 @@
+"""Model families and the `Auto*` registry."""
+
+from tfllm.models.auto import AutoConfig, AutoModel, AutoModelForCausalLM, Config, get_family
+from tfllm.models.causal_lm import CausalLM
+from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
+
+__all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "CausalLM", "Config", "GPT2Backbone", "GPT2CausalLM", "get_family"]

@@ -1,0 +1,79 @@
+"""`AutoConfig` and `AutoModel*`: dispatch on the `model_type` of a folder's `config.json`."""
+
+from tfllm.checkpoints import load_config
+from tfllm.models import gpt2, pretrained
+
+FAMILIES = {family.model_type: family for family in (gpt2.FAMILY,)}
+
+
+def get_family(model_type):
+    """Returns the registered `ModelFamily` for `model_type`, or raises listing the supported ones."""
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"Unsupported model_type {model_type!r} in config.json. tfllm supports: {', '.join(sorted(FAMILIES))}"
+        )
+    return FAMILIES[model_type]
+
+
+def family_of(model):
+    """Returns the `ModelFamily` a backbone or task model belongs to."""
+    return get_family(getattr(model, "model_type", None))
+
+
+class Config:
+    """A checkpoint's config: the raw `config.json` plus tfllm's constructor arguments.
+
+    Attributes:
+        model_type: the family name.
+        backbone_kwargs: the backbone's constructor arguments (tfllm's vocabulary).
+        task_kwargs: task-level settings (special token ids).
+    Attribute access falls back to `config.json`'s own keys (`config.n_embd`).
+    """
+
+    def __init__(self, hf_config):
+        self.model_type = get_family(hf_config.get("model_type")).model_type
+        self._hf = dict(hf_config)
+        self.backbone_kwargs, self.task_kwargs = get_family(self.model_type).config_from_hf(self._hf)
+
+    def __getattr__(self, name):
+        if name.startswith("_") or name not in self._hf:
+            raise AttributeError(name)
+        return self._hf[name]
+
+    def to_dict(self):
+        return dict(self._hf)
+
+    def __repr__(self):
+        return f"Config(model_type={self.model_type!r}, {self.backbone_kwargs})"
+
+
+class AutoConfig:
+    """Reads `config.json` from a folder. Example: `tfllm.AutoConfig.from_pretrained(path).model_type`."""
+
+    @staticmethod
+    def from_pretrained(folder):
+        return Config(load_config(folder))
+
+
+class _AutoModelBase:
+    task = None
+
+    def __init__(self):
+        raise TypeError(f"{type(self).__name__} is a factory: use {type(self).__name__}.from_pretrained(folder)")
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs):
+        """Builds the model of whatever supported family `folder` holds and loads its weights."""
+        return pretrained.from_pretrained(folder, cls.task, **kwargs)
+
+
+class AutoModel(_AutoModelBase):
+    """The family's backbone (hidden states out)."""
+
+    task = "backbone"
+
+
+class AutoModelForCausalLM(_AutoModelBase):
+    """The family's causal language model (logits out, `generate`)."""
+
+    task = "causal_lm"

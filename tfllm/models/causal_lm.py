@@ -1,0 +1,102 @@
+"""The causal language model task, shared by decoder-only families."""
+
+import keras
+
+from tfllm.models import pretrained
+from tfllm.models.inputs import unpack_inputs
+
+
+class CausalLM(keras.Model):
+    """A backbone plus a language-model head; `call` returns logits.
+
+    A family subclasses this and sets `model_type`; the backbone supplies `forward`,
+    `init_cache`, `max_sequence_length` and `token_embedding` (the tied head).
+
+    Args:
+        backbone: the family's backbone.
+        bos_token_id: the checkpoint's beginning-of-sequence id, if any.
+        eos_token_id: the default id that stops `generate`, if any.
+        pad_token_id: the id `generate` writes after a sequence has ended. Defaults to
+            `eos_token_id`, else 0.
+
+    Call arguments:
+        inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
+        training: enables dropout.
+
+    Returns:
+        `(batch_size, sequence_length, vocabulary_size)` logits.
+    """
+
+    task = "causal_lm"
+    model_type = None
+
+    def __init__(self, backbone, bos_token_id=None, eos_token_id=None, pad_token_id=None, **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.pad_token_id = pad_token_id
+
+    def build(self, input_shape=None):
+        self.backbone.build(input_shape)
+        self.built = True
+
+    def build_from_config(self, config):
+        self.build()
+
+    def call(self, inputs, training=None):
+        token_ids, padding_mask = unpack_inputs(inputs)
+        hidden = self.backbone.forward(token_ids, padding_mask, training=training)
+        return self.compute_logits(hidden)
+
+    def compute_logits(self, hidden):
+        """`(batch_size, length, hidden_dim)` hidden states → `(batch_size, length, vocabulary_size)` logits."""
+        return self.backbone.token_embedding(hidden, reverse=True)
+
+    def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
+        """One forward step over a preallocated cache: returns `(hidden_states, cache)`."""
+        return self.backbone.forward(token_ids, padding_mask, cache=cache, cache_index=cache_index)
+
+    def init_cache(self, batch_size, cache_length):
+        return self.backbone.init_cache(batch_size, cache_length)
+
+    @property
+    def max_sequence_length(self):
+        return self.backbone.max_sequence_length
+
+    def head_weight_table(self):
+        """Weight entries of the head beyond the backbone's (none when tied)."""
+        return []
+
+    def task_config(self):
+        return {"bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id}
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Continues prompts; see `tfllm.generation.generate` for the arguments.
+
+        Returns:
+            `(batch_size, prompt_length + generated)` int32 token ids.
+        """
+        from tfllm.generation import generate  # generation sits above models; imported on use
+
+        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs):
+        """Loads a Hugging Face folder (config.json + weights) of this family."""
+        return pretrained.from_pretrained(folder, cls.task, expected_model_type=cls.model_type, **kwargs)
+
+    def save_pretrained(self, folder):
+        """Writes config.json and model.safetensors that transformers loads too."""
+        pretrained.save_pretrained(self, folder)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(backbone=keras.saving.serialize_keras_object(self.backbone), **self.task_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

@@ -1,0 +1,94 @@
+"""Loading a model from a Hugging Face folder and saving one back, for every family.
+
+Loading is exact or refused: the config is mapped (unknown options raise `NotImplementedError`),
+the weight table is checked against the checkpoint (missing, unused and mis-shaped keys raise
+`CheckpointError`) and only then are variables assigned.
+"""
+
+import logging
+
+import numpy as np
+
+from tfllm.checkpoints import export_weights, load_config, load_weights, read_state_dict, save_folder
+
+logger = logging.getLogger(__name__)
+
+
+def _registry():
+    from tfllm.models import auto  # the registry imports every family; imported late to avoid a cycle
+
+    return auto
+
+
+def strip_prefix(state_dict, prefix):
+    """Drops `prefix` from the keys that carry it, so task and base checkpoints share one table."""
+    if not prefix:
+        return dict(state_dict)
+    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+
+
+def build_model(model):
+    """Creates every variable by calling the model once on a one-token batch."""
+    model({"input_ids": np.zeros((1, 1), "int32"), "attention_mask": np.ones((1, 1), "int32")})
+    return model
+
+
+def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
+    """Builds the `task` model of the family named in `folder/config.json` and loads its weights.
+
+    Args:
+        folder: a Hugging Face checkpoint folder.
+        task: "backbone" or a task name of the family ("causal_lm", ...).
+        expected_model_type: if set, the config's `model_type` must equal it.
+        **task_kwargs: overrides for the task model's constructor.
+
+    Returns:
+        The built model with the checkpoint's weights.
+    """
+    hf_config = load_config(folder)
+    family = _registry().get_family(hf_config.get("model_type"))
+    if expected_model_type is not None and family.model_type != expected_model_type:
+        raise ValueError(
+            f"The checkpoint in {folder} is a `{family.model_type}` model, not `{expected_model_type}`. "
+            f"Use tfllm.AutoModel* to load whatever family a folder holds."
+        )
+    backbone_kwargs, config_task_kwargs = family.config_from_hf(hf_config)
+    backbone = family.backbone(**backbone_kwargs)
+    if task == "backbone":
+        model = backbone
+    else:
+        if task not in family.tasks:
+            raise NotImplementedError(
+                f"`{family.model_type}` models have no `{task}` task in tfllm. Supported: {sorted(family.tasks)}"
+            )
+        model = family.tasks[task](backbone=backbone, **{**config_task_kwargs, **task_kwargs})
+    build_model(model)
+    state_dict = strip_prefix(read_state_dict(folder), family.hf_prefix)
+    entries = family.weight_table(backbone)
+    if task != "backbone":
+        entries = entries + model.head_weight_table()
+    load_weights(entries, state_dict, source=str(folder), ignorable=family.ignorable)
+    return model
+
+
+def save_pretrained(model, folder):
+    """Writes `model` as a Hugging Face folder (config.json + model.safetensors), atomically.
+
+    The names and layouts are PyTorch's, so `transformers` loads the folder as it loads its own.
+    """
+    family = _registry().family_of(model)
+    is_backbone = isinstance(model, family.backbone)
+    backbone = model if is_backbone else model.backbone
+    task = "backbone" if is_backbone else model.task
+    entries = family.weight_table(backbone)
+    prefix = "" if is_backbone else family.hf_prefix
+    state_dict = {prefix + key: value for key, value in export_weights(entries).items()}
+    if not is_backbone:
+        state_dict.update(export_weights(model.head_weight_table()))
+    task_config = {} if is_backbone else model.task_config()
+    hf_config = family.config_to_hf(backbone.get_config(), task_config)
+    hf_config["model_type"] = family.model_type
+    hf_config["architectures"] = [family.hf_architectures[task]]
+    hf_config.setdefault("torch_dtype", "float32")
+    save_folder(folder, config=hf_config, state_dict=state_dict, metadata={"format": "pt"})
+    logger.info("Saved %s (%d tensors) to %s", type(model).__name__, len(state_dict), folder)

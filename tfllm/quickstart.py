@@ -1,0 +1,113 @@
+"""The embedded default job: train a small GPT-2 on the Python documentation, save it, generate.
+
+The corpus is `pydoc_data.topics`, which ships with every CPython, so nothing is downloaded.
+"""
+
+import dataclasses
+import logging
+import math
+import os
+
+import keras
+
+from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
+from tfllm.tokenizers import train_byte_level_bpe
+from tfllm.training import causal_lm_dataset
+
+logger = logging.getLogger(__name__)
+
+EOT = "<|endoftext|>"
+PROMPTS = ("The for statement", "A class definition", "If the exception")
+
+
+@dataclasses.dataclass
+class QuickstartConfig:
+    """Sizes of the quickstart run; `small()` is the reduced run CI uses."""
+
+    vocabulary_size: int = 2048
+    num_layers: int = 4
+    num_heads: int = 4
+    hidden_dim: int = 192
+    sequence_length: int = 128
+    batch_size: int = 16
+    epochs: int = 4
+    learning_rate: float = 2e-3
+    max_new_tokens: int = 40
+    max_documents: int = 0  # 0: every topic
+
+    @classmethod
+    def small(cls):
+        return cls(vocabulary_size=512, num_layers=2, num_heads=2, hidden_dim=64, sequence_length=64,
+                   batch_size=16, epochs=1, max_new_tokens=16, max_documents=12)
+
+
+def load_corpus(max_documents=0):
+    """Returns the Python documentation topics, one string per topic."""
+    from pydoc_data.topics import topics
+
+    names = sorted(topics)
+    if max_documents:
+        names = names[:max_documents]
+    return [topics[name] for name in names]
+
+
+def build_model(config):
+    backbone = GPT2Backbone(
+        vocabulary_size=config.vocabulary_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        hidden_dim=config.hidden_dim,
+        intermediate_dim=4 * config.hidden_dim,
+        max_sequence_length=max(256, config.sequence_length),
+        dropout=0.0,
+    )
+    return backbone
+
+
+def run(output_dir, config=None, verbose=1):
+    """Trains, saves and samples the quickstart model.
+
+    Args:
+        output_dir: where the Hugging Face folder (model + tokenizer) is written.
+        config: a `QuickstartConfig`; defaults to the full-size run.
+        verbose: Keras `fit` verbosity (1 shows a progress bar).
+
+    Returns:
+        A dict with `losses` (per epoch, with the untrained loss first), `samples` (prompt →
+        continuation) and `output_dir`.
+    """
+    config = config or QuickstartConfig()
+    keras.utils.set_random_seed(0)
+    documents = load_corpus(config.max_documents)
+    tokenizer = train_byte_level_bpe(documents, vocab_size=config.vocabulary_size, special_tokens=(EOT,))
+    eot = tokenizer.eos_token_id
+    stream = []
+    for document in documents:
+        stream += tokenizer.encode(document) + [eot]
+    logger.info("Corpus: %d documents, %d characters, %d tokens", len(documents), sum(map(len, documents)), len(stream))
+    dataset = causal_lm_dataset(stream, config.sequence_length, config.batch_size, seed=0)
+
+    backbone = build_model(dataclasses.replace(config, vocabulary_size=tokenizer.vocab_size))
+    model = GPT2CausalLM(backbone, bos_token_id=eot, eos_token_id=eot)
+    steps = int(dataset.cardinality()) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - steps // 10), warmup_target=config.learning_rate, warmup_steps=max(1, steps // 10)
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    initial_loss = float(model.evaluate(dataset.take(4), verbose=0))
+    history = model.fit(dataset, epochs=config.epochs, verbose=verbose)
+    losses = [initial_loss] + [float(x) for x in history.history["loss"]]
+
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+
+    tokenizer.padding_side = "left"
+    batch = tokenizer(list(PROMPTS), return_tensors="tf", padding=True)
+    ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                         max_new_tokens=config.max_new_tokens, do_sample=True, top_k=40, temperature=0.8, seed=0)
+    texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
+    return {"losses": losses, "samples": dict(zip(PROMPTS, texts)), "output_dir": os.fspath(output_dir),
+            "perplexity": math.exp(losses[-1])}

@@ -1,0 +1,195 @@
+"""`AutoTokenizer`: loads a tokenizer from a local Hugging Face folder."""
+
+import json
+import logging
+import os
+
+from tokenizers import AddedToken
+from tokenizers import Tokenizer as BackendTokenizer
+
+from tfllm.tokenizers import bpe
+from tfllm.tokenizers.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+_SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
+_GPT2_CLASSES = ("GPT2Tokenizer", "GPT2TokenizerFast")
+# transformers writes int(1e30) for "no limit".
+_NO_LIMIT = 10**18
+_NOT_YET = {
+    "vocab.txt": "WordPiece (BERT-style) tokenizers",
+    "spiece.model": "SentencePiece tokenizers",
+    "tokenizer.model": "SentencePiece tokenizers",
+    "sentencepiece.bpe.model": "SentencePiece tokenizers",
+}
+_LOOKED_FOR = ("tokenizer.json", "vocab.json + merges.txt", *_NOT_YET)
+_INIT_ARGS = (
+    *_SPECIAL_KEYS,
+    "model_max_length",
+    "add_bos_token",
+    "clean_up_tokenization_spaces",
+)
+
+
+class AutoTokenizer:
+    """Loads the right tokenizer for a local Hugging Face folder.
+
+    Supported: byte-level BPE (GPT-2 style) from `tokenizer.json`, or from
+    `vocab.json` + `merges.txt` (built as `transformers.GPT2TokenizerFast`
+    builds it). `tokenizer_config.json` and `special_tokens_map.json` are read
+    for special tokens, `model_max_length`, `padding_side`, `add_bos_token`,
+    `add_prefix_space` and `added_tokens_decoder`.
+
+    Example:
+
+    >>> import tempfile
+    >>> from tfllm.tokenizers import train_byte_level_bpe
+    >>> folder = tempfile.mkdtemp()
+    >>> train_byte_level_bpe(["hello world"] * 10, vocab_size=270).save_pretrained(folder)
+    >>> tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")
+    >>> tokenizer.decode(tokenizer.encode("hello world"))
+    'hello world'
+    """
+
+    def __init__(self):
+        raise TypeError("Use `AutoTokenizer.from_pretrained(folder)` to create a tokenizer.")
+
+    @classmethod
+    def from_pretrained(cls, folder, *, padding_side=None, **kwargs):
+        """Loads the tokenizer saved in `folder`.
+
+        Args:
+            folder: A local folder in the Hugging Face layout.
+            padding_side: `"left"` or `"right"`; overrides the folder's setting.
+            **kwargs: Overrides for `Tokenizer` arguments (`bos_token`,
+                `eos_token`, `unk_token`, `pad_token`, `model_max_length`,
+                `add_bos_token`, `clean_up_tokenization_spaces`).
+
+        Returns:
+            A `tfllm.tokenizers.Tokenizer`.
+
+        Raises:
+            FileNotFoundError: The folder, or any tokenizer file in it, is missing.
+            NotImplementedError: The folder holds a tokenizer kind not supported yet.
+        """
+        unknown = sorted(set(kwargs) - set(_INIT_ARGS))
+        if unknown:
+            raise TypeError(
+                f"AutoTokenizer.from_pretrained() got unexpected keyword arguments {unknown}. "
+                f"Accepted: padding_side, {', '.join(_INIT_ARGS)}."
+            )
+        folder = os.fspath(folder)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"Tokenizer folder not found: {folder!r}")
+        config = _read_config(folder)
+        backend = _load_backend(folder, config)
+        _add_config_tokens(backend, config)
+        init = _init_kwargs(config, backend)
+        init.update(kwargs)
+        if padding_side is not None:
+            init["padding_side"] = padding_side
+        return Tokenizer(backend, **init)
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _read_config(folder):
+    """Merges `tokenizer_config.json` and `special_tokens_map.json` (which wins, as in HF)."""
+    config = {}
+    path = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(path):
+        config.update(_read_json(path))
+    path = os.path.join(folder, "special_tokens_map.json")
+    if os.path.isfile(path):
+        config.update(_read_json(path))
+    return config
+
+
+def _load_backend(folder, config):
+    def has(name):
+        return os.path.isfile(os.path.join(folder, name))
+
+    add_prefix_space = bool(config.get("add_prefix_space", False))
+    if has("tokenizer.json"):
+        backend = BackendTokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        _set_add_prefix_space(backend, add_prefix_space)
+        return backend
+    if has("vocab.json") and has("merges.txt"):
+        return bpe.byte_level_bpe_from_files(
+            os.path.join(folder, "vocab.json"),
+            os.path.join(folder, "merges.txt"),
+            add_prefix_space=add_prefix_space,
+        )
+    for name, kind in _NOT_YET.items():
+        if has(name):
+            raise NotImplementedError(
+                f"{kind} ({name} in {folder!r}) are not supported yet. Supported: "
+                "tokenizer.json, or vocab.json + merges.txt (byte-level BPE)."
+            )
+    raise FileNotFoundError(
+        f"No tokenizer files in {folder!r}. Looked for: {', '.join(_LOOKED_FOR)}. "
+        f"Found: {sorted(os.listdir(folder))}."
+    )
+
+
+def _set_add_prefix_space(backend, add_prefix_space):
+    """Mirrors transformers: the config's `add_prefix_space` (default False) wins for ByteLevel."""
+    state = json.loads(backend.to_str()).get("pre_tokenizer") or {}
+    if state.get("type") != "ByteLevel" or state.get("add_prefix_space") == add_prefix_space:
+        return
+    from tokenizers import pre_tokenizers  # pylint: disable=import-outside-toplevel
+
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(
+        add_prefix_space=add_prefix_space,
+        trim_offsets=state.get("trim_offsets", True),
+        use_regex=state.get("use_regex", True),
+    )
+
+
+def _added_token(value, special):
+    """`value` is a str or a dict such as `{"content": "<s>", "lstrip": false, ...}`."""
+    if isinstance(value, str):
+        return AddedToken(value, special=special)
+    options = {k: value[k] for k in ("single_word", "lstrip", "rstrip", "normalized") if k in value}
+    return AddedToken(value["content"], special=value.get("special", special), **options)
+
+
+def _content(value):
+    return value["content"] if isinstance(value, dict) else value
+
+
+def _add_config_tokens(backend, config):
+    """Adds `added_tokens_decoder`, special and additional special tokens, as transformers does."""
+    known = {t.content for t in backend.get_added_tokens_decoder().values()}
+    pending = [
+        _added_token(value, special=False)
+        for _, value in sorted(
+            config.get("added_tokens_decoder", {}).items(), key=lambda item: int(item[0])
+        )
+    ]
+    pending += [_added_token(config[k], True) for k in _SPECIAL_KEYS if config.get(k)]
+    pending += [_added_token(v, True) for v in config.get("additional_special_tokens") or []]
+    for token in pending:
+        if token.content not in known:
+            backend.add_tokens([token])
+            known.add(token.content)
+
+
+def _init_kwargs(config, backend):
+    init = {k: _content(config[k]) for k in _SPECIAL_KEYS if k in config}
+    gpt2 = config.get("tokenizer_class") in _GPT2_CLASSES or (
+        "tokenizer_class" not in config and backend.token_to_id(bpe.ENDOFTEXT) is not None
+    )
+    if gpt2:  # GPT2Tokenizer's defaults for the keys the folder does not set.
+        for key in ("bos_token", "eos_token", "unk_token"):
+            init.setdefault(key, bpe.ENDOFTEXT)
+    max_length = config.get("model_max_length")
+    if max_length is not None and max_length < _NO_LIMIT:
+        init["model_max_length"] = int(max_length)
+    for key in ("padding_side", "add_bos_token", "clean_up_tokenization_spaces"):
+        if key in config:
+            init[key] = config[key]
+    return init
