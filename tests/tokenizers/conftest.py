@@ -31,7 +31,7 @@ SAMPLES = {
 @pytest.fixture(scope="session")
 def trained():
     """A byte-level BPE trained on Python docs text plus some non-ASCII text (~400 tokens)."""
-    texts = list(topics.values())[:40] + [MULTILINGUAL] * 40
+    texts = list(topics.values())[:40] + [MULTILINGUAL] * 300
     return train_byte_level_bpe(texts, vocab_size=400)
 
 

@@ -84,3 +84,12 @@ def test_import_does_not_load_tensorflow():
     subprocess.run(
         [sys.executable, "-c", code, os.path.dirname(tfllm.__file__)], check=True, timeout=60
     )
+
+
+@pytest.mark.parametrize("module", ["tokenizer", "auto", "bpe"])
+def test_docstring_examples_run(module):
+    import doctest  # pylint: disable=import-outside-toplevel
+    import importlib  # pylint: disable=import-outside-toplevel
+
+    result = doctest.testmod(importlib.import_module(f"tfllm.tokenizers.{module}"))
+    assert result.attempted > 0 and result.failed == 0

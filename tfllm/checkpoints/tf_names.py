@@ -72,9 +72,11 @@ def read_tf_h5(path):
                 raise CheckpointError(f"{path}: not a Keras HDF5 weights file (no `layer_names` attribute).")
             weights = {}
             for name, array in _read_h5_layers(handle):
-                if name in weights:
-                    raise CheckpointError(f"{path}: weight `{name}` appears twice.")
-                weights[name] = to_float32_if_float(np.asarray(array))
+                array = to_float32_if_float(np.asarray(array))
+                # A head tied to the embeddings stores them again in its own group (TFBertForMaskedLM).
+                if name in weights and not np.array_equal(weights[name], array):
+                    raise CheckpointError(f"{path}: weight `{name}` appears twice with different values.")
+                weights[name] = array
             return weights
     except CheckpointError:
         raise

@@ -38,7 +38,8 @@ class CausalLM(keras.Model):
         self.pad_token_id = pad_token_id
 
     def build(self, input_shape=None):
-        self.backbone.build(input_shape)
+        if not self.backbone.built:
+            self.backbone.build(input_shape)
         self.built = True
 
     def build_from_config(self, config):

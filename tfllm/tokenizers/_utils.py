@@ -4,6 +4,9 @@ Nothing here imports TensorFlow at module level: `to_tensors` imports it only
 when `return_tensors="tf"` is asked for, so `import tfllm.tokenizers` stays cheap.
 """
 
+import os
+import tempfile
+
 import numpy as np
 
 PADDING_SIDES = ("left", "right")
@@ -159,3 +162,45 @@ def as_id_rows(ids, name="ids"):
     ):
         raise invalid(name, "a 2-D batch of token ids (a list of lists)", ids)
     return [as_id_list(row, name) for row in ids]
+
+
+def check_rectangular(rows, padding):
+    """Raises unless all rows have one length (tensors need rectangular batches)."""
+    lengths = sorted({len(row) for row in rows})
+    if len(lengths) <= 1:
+        return
+    if padding is None:
+        raise invalid(
+            "padding",
+            f"padding=True to return a batch of sequences of different lengths "
+            f"({lengths[0]} to {lengths[-1]} tokens) as tensors",
+            False,
+        )
+    raise ValueError(
+        f"Cannot return a batch of sequences of different lengths ({lengths[0]} to "
+        f"{lengths[-1]} tokens) as tensors: some are longer than `max_length`. "
+        "Pass truncation=True to cut them."
+    )
+
+
+def write_atomic(path, content):
+    """Writes `content` to `path` through a temporary file and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def clean_up(text):
+    """Removes spaces before punctuation and contractions, like `transformers`."""
+    for before, after in (
+        (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
+        (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
+    ):
+        text = text.replace(before, after)
+    return text

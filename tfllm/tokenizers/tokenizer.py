@@ -4,7 +4,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 from tokenizers import AddedToken
@@ -243,21 +242,7 @@ class Tokenizer:
         if padding_side is not None:
             side = _utils.check_one_of("padding_side", padding_side, _utils.PADDING_SIDES)
 
-        limit = max_length if max_length is not None else self.model_max_length
-        if truncation and limit is None:
-            raise _utils.invalid(
-                "max_length",
-                "a positive integer when truncation=True and the tokenizer has no "
-                "model_max_length",
-                max_length,
-            )
-        if padding == "max_length" and limit is None:
-            raise _utils.invalid(
-                "max_length",
-                "a positive integer when padding='max_length' and the tokenizer has no "
-                "model_max_length",
-                max_length,
-            )
+        limit = self._length_limit(max_length, truncation, padding)
         rows = self._encode_rows(texts, add_special_tokens, limit if truncation else None)
         lengths = [len(row) for row in rows]
         if padding is None:
@@ -269,8 +254,21 @@ class Tokenizer:
 
         if return_tensors is None:
             return {k: v[0] for k, v in batch.items()} if is_single else batch
-        self._check_rectangular(batch["input_ids"], padding)
+        _utils.check_rectangular(batch["input_ids"], padding)
         return _utils.to_tensors(batch, return_tensors)
+
+    def _length_limit(self, max_length, truncation, padding):
+        """`max_length`, else `model_max_length`; an error if truncation or padding needs one."""
+        limit = max_length if max_length is not None else self.model_max_length
+        for needed, setting in ((truncation, "truncation=True"),
+                                (padding == "max_length", "padding='max_length'")):
+            if needed and limit is None:
+                raise _utils.invalid(
+                    "max_length",
+                    f"a positive integer when {setting} and the tokenizer has no model_max_length",
+                    max_length,
+                )
+        return limit
 
     def _encode_rows(self, texts, add_special_tokens, truncate_to):
         backend = self._tokenizer
@@ -311,24 +309,6 @@ class Tokenizer:
             )
         return self.eos_token_id
 
-    @staticmethod
-    def _check_rectangular(rows, padding):
-        lengths = sorted({len(row) for row in rows})
-        if len(lengths) <= 1:
-            return
-        if padding is None:
-            raise _utils.invalid(
-                "padding",
-                f"padding=True to return a batch of sequences of different lengths "
-                f"({lengths[0]} to {lengths[-1]} tokens) as tensors",
-                False,
-            )
-        raise ValueError(
-            f"Cannot return a batch of sequences of different lengths ({lengths[0]} to "
-            f"{lengths[-1]} tokens) as tensors: some are longer than `max_length`. "
-            "Pass truncation=True to cut them."
-        )
-
     # === Decoding ===
 
     def decode(self, ids, skip_special_tokens=False):
@@ -336,14 +316,14 @@ class Tokenizer:
         text = self._tokenizer.decode(
             _utils.as_id_list(ids), skip_special_tokens=skip_special_tokens
         )
-        return _clean_up(text) if self.clean_up_tokenization_spaces else text
+        return _utils.clean_up(text) if self.clean_up_tokenization_spaces else text
 
     def batch_decode(self, ids, skip_special_tokens=False):
         """Decodes a 2-D batch of ids (list of lists, numpy array or `tf.Tensor`)."""
         texts = self._tokenizer.decode_batch(
             _utils.as_id_rows(ids), skip_special_tokens=skip_special_tokens
         )
-        return [_clean_up(t) for t in texts] if self.clean_up_tokenization_spaces else texts
+        return [_utils.clean_up(t) for t in texts] if self.clean_up_tokenization_spaces else texts
 
     # === Saving ===
 
@@ -391,7 +371,7 @@ class Tokenizer:
             "special_tokens_map.json": json.dumps(self._special_tokens_map(), indent=2),
         }
         for name, content in files.items():
-            _write_atomic(os.path.join(folder, name), content)
+            _utils.write_atomic(os.path.join(folder, name), content)
         logger.info("Saved tokenizer to %s", folder)
 
     def __repr__(self):
@@ -401,24 +381,3 @@ class Tokenizer:
             f"padding_side={self.padding_side!r})"
         )
 
-
-def _write_atomic(path, content):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _clean_up(text):
-    """Removes spaces before punctuation and contractions, like `transformers`."""
-    for before, after in (
-        (" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"),
-        (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"),
-    ):
-        text = text.replace(before, after)
-    return text

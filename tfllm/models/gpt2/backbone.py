@@ -90,6 +90,8 @@ class GPT2Backbone(keras.Model):
         self.layer_norm = LayerNorm(layer_norm_epsilon, name="layer_norm")
 
     def build(self, input_shape=None):
+        if self.built:
+            return
         hidden_shape = (None, None, self.hidden_dim)
         self.token_embedding.build()
         self.position_embedding.build()
