@@ -98,7 +98,7 @@ def run(output_dir, config=None, verbose=1):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     initial_loss = float(model.evaluate(dataset.take(4), verbose=0))
-    history = model.fit(dataset, epochs=config.epochs, verbose=verbose)
+    history = model.fit(dataset, epochs=config.epochs, verbose=verbose, shuffle=False)
     losses = [initial_loss] + [float(x) for x in history.history["loss"]]
 
     model.save_pretrained(output_dir)

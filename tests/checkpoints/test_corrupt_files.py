@@ -74,10 +74,11 @@ def test_legacy_pickle_pytorch_bin_is_unsupported(tmp_path):
 
 
 def _torch_zip(path, pickle_bytes, storages=None):
-    """Writes the layout torch.save uses: `<name>/data.pkl`, `<name>/byteorder`, `<name>/data/<key>`."""
+    """Writes the layout torch.save uses: `<name>/data.pkl`, `byteorder`, `version`, `data/<key>`."""
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", pickle_bytes)
         archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")
         for key, raw in (storages or {}).items():
             archive.writestr(f"archive/data/{key}", raw)
 
@@ -187,4 +188,70 @@ def test_h5_without_layer_names(tmp_path):
     with h5py.File(tmp_path / "tf_model.h5", "w") as handle:
         handle["x"] = np.ones(3)
     with pytest.raises(CheckpointError, match="tf_model.h5.*layer_names"):
+        read_state_dict(tmp_path)
+
+
+class _PersistentPickler(pickle.Pickler):
+    """Pickles `{"w": <marker>}` with `pid` as the marker's persistent id."""
+
+    def __init__(self, buffer, pid):
+        super().__init__(buffer, protocol=2)
+        self.pid = pid
+
+    def persistent_id(self, obj):
+        return self.pid if obj == "marker" else None
+
+
+def _torch_dtype(name):
+    import torch
+
+    return getattr(torch, name)
+
+
+def _persistent_pickle(pid):
+    buffer = io.BytesIO()
+    _PersistentPickler(buffer, pid).dump({"w": "marker"})
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        (lambda: _persistent_pickle(("module", "x")), "unsupported persistent id"),
+        (lambda: _persistent_pickle(("storage", _torch_dtype("float32"), "0", "cpu", 1)),
+         r"unsupported storage type torch\.float32"),
+        (lambda: pickle.dumps([1, 2], protocol=2), "holds a list, not a state dict"),
+        (lambda: pickle.dumps({"w": 3}, protocol=2), "entry `w` is a int, not a tensor"),
+    ],
+    ids=["persistent_id", "storage_type", "not_a_dict", "not_a_tensor"],
+)
+def test_unexpected_pickle_contents(tmp_path, payload, match):
+    _torch_zip(tmp_path / "pytorch_model.bin", payload())
+    with pytest.raises(CheckpointError, match=match) as info:
+        read_state_dict(tmp_path)
+    assert "pytorch_model.bin" in str(info.value)
+
+
+def test_unknown_byte_order(tmp_path):
+    with zipfile.ZipFile(tmp_path / "pytorch_model.bin", "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({}, protocol=2))
+        archive.writestr("archive/byteorder", "middle")
+    with pytest.raises(CheckpointError, match="unknown byte order 'middle'"):
+        read_state_dict(tmp_path)
+
+
+def test_safetensors_metadata_must_be_an_object(tmp_path):
+    _write_safetensors(tmp_path / "model.safetensors", {"__metadata__": [1]})
+    with pytest.raises(CheckpointError, match="`__metadata__` is not a JSON object"):
+        read_state_dict(tmp_path)
+
+
+def test_key_in_two_shards(tmp_path):
+    import safetensors.numpy
+
+    for shard in ("one.safetensors", "two.safetensors"):
+        safetensors.numpy.save_file({"w": np.ones(2, np.float32)}, tmp_path / shard)
+    index = {"weight_map": {"w": "one.safetensors", "v": "two.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="Key `w` appears in both .*one.safetensors and .*two.safetensors"):
         read_state_dict(tmp_path)

@@ -106,13 +106,14 @@ def tf_name_to_pt_name(tf_name):
     return ".".join(parts), transpose
 
 
-def _to_pt_layout(source, tf_name, array, transpose):
+def _to_pt_layout(source, tf_name, pt_name, array, transpose):
     if transpose:
         axes = _KERNEL_AXES.get(array.ndim)
         if axes is None:
             raise CheckpointError(f"{source}: kernel `{tf_name}` has rank {array.ndim}; expected 2, 3 or 4.")
         return np.ascontiguousarray(np.transpose(array, axes))
-    if tf_name.rsplit(":", 1)[0].endswith("bias") and array.ndim > 1 and all(d == 1 for d in array.shape[:-1]):
+    is_bias = pt_name.rsplit(".", 1)[-1] == "bias"  # Not `final_logits_bias`, which is (1, n) in PyTorch too.
+    if is_bias and array.ndim > 1 and all(d == 1 for d in array.shape[:-1]):
         # transformers' TFConv1D (GPT-2) stores its bias as (1, nf); PyTorch's Conv1D bias is (nf,).
         return array.reshape(array.shape[-1])
     return array
@@ -140,6 +141,6 @@ def tf_to_pt_state_dict(tf_weights, source):
             raise CheckpointError(
                 f"{source}: TF weights `{origin[pt_name]}` and `{tf_name}` both map to PyTorch key `{pt_name}`."
             )
-        converted[pt_name] = _to_pt_layout(source, tf_name, array, transpose)
+        converted[pt_name] = _to_pt_layout(source, tf_name, pt_name, array, transpose)
         origin[pt_name] = tf_name
     return converted
