@@ -11,7 +11,7 @@ import os
 import keras
 
 from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
-from tfllm.tokenizers import train_byte_level_bpe
+from tfllm.tokenizers import Tokenizer, train_byte_level_bpe
 from tfllm.training import causal_lm_dataset
 
 logger = logging.getLogger(__name__)
@@ -24,14 +24,14 @@ PROMPTS = ("The for statement", "A class definition", "If the exception")
 class QuickstartConfig:
     """Sizes of the quickstart run; `small()` is the reduced run CI uses."""
 
-    vocabulary_size: int = 2048
+    vocabulary_size: int = 1024
     num_layers: int = 4
     num_heads: int = 4
-    hidden_dim: int = 192
+    hidden_dim: int = 128
     sequence_length: int = 128
     batch_size: int = 16
-    epochs: int = 4
-    learning_rate: float = 2e-3
+    epochs: int = 8
+    learning_rate: float = 3e-3
     max_new_tokens: int = 40
     max_documents: int = 0  # 0: every topic
 
@@ -79,7 +79,9 @@ def run(output_dir, config=None, verbose=1):
     config = config or QuickstartConfig()
     keras.utils.set_random_seed(0)
     documents = load_corpus(config.max_documents)
-    tokenizer = train_byte_level_bpe(documents, vocab_size=config.vocabulary_size, special_tokens=(EOT,))
+    trained = train_byte_level_bpe(documents, vocab_size=config.vocabulary_size, special_tokens=(EOT,))
+    # The end-of-text token doubles as padding (masked out), as is usual for GPT-2.
+    tokenizer = Tokenizer(trained.backend_tokenizer, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
     eot = tokenizer.eos_token_id
     stream = []
     for document in documents:

@@ -106,13 +106,11 @@ def test_bad_arguments_name_the_argument(kwargs, argument):
         DecoderBlock(**{"num_heads": 4, "hidden_dim": 8, "intermediate_dim": 16, **kwargs})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the error names `epsilon`, not the argument the user passed")
 def test_negative_layer_norm_epsilon_names_the_argument():
     with pytest.raises(ValueError, match="`layer_norm_epsilon`"):
         DecoderBlock(num_heads=4, hidden_dim=8, intermediate_dim=16, layer_norm_epsilon=-1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: `dtype` is not passed to sublayers, so a float16 block adds float32")
 def test_per_layer_mixed_precision():
     block = DecoderBlock(num_heads=4, hidden_dim=8, intermediate_dim=16, dtype="mixed_float16")
     assert block(X, attention_mask=MASK).dtype == "float16"

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.errors import check_float, check_int
+from tfllm.layers.masks import attention_mask as build_attention_mask
 from tfllm.layers.masks import update_cache
 from tfllm.layers.positions import RotaryEmbedding
 
@@ -31,7 +32,7 @@ class MultiHeadAttention(keras.layers.Layer):
     Call arguments:
         inputs: `(batch_size, query_length, hidden_dim)`.
         attention_mask: `(batch_size, query_length, key_length)` bool, True where attending is
-            allowed (see `tfllm.layers.attention_mask`).
+            allowed (see `tfllm.layers.attention_mask`). Defaults to a causal mask.
         positions: `(batch_size, query_length)` int positions, needed with rotary embeddings.
         cache: `(batch_size, 2, cache_length, num_key_value_heads, head_dim)` keys and values of
             earlier positions, or None for a full pass.
@@ -83,14 +84,17 @@ class MultiHeadAttention(keras.layers.Layer):
         # === Layers ===
         initializer = keras.initializers.RandomNormal(stddev=initializer_range)
         qkv_width = (self.num_heads + 2 * self.num_key_value_heads) * self.head_dim
-        self.qkv = keras.layers.Dense(qkv_width, use_bias=use_bias, kernel_initializer=initializer, name="qkv")
-        self.output_dense = keras.layers.Dense(
-            self.hidden_dim, use_bias=self.output_bias, kernel_initializer=initializer, name="output"
+        policy = self.dtype_policy
+        self.qkv = keras.layers.Dense(
+            qkv_width, use_bias=use_bias, kernel_initializer=initializer, dtype=policy, name="qkv"
         )
-        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        self.output_dense = keras.layers.Dense(
+            self.hidden_dim, use_bias=self.output_bias, kernel_initializer=initializer, dtype=policy, name="output"
+        )
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=policy)
         self.rotary = None
         if rotary_max_wavelength is not None:
-            self.rotary = RotaryEmbedding(rotary_max_wavelength, rotary_scaling_factor, name="rotary")
+            self.rotary = RotaryEmbedding(rotary_max_wavelength, rotary_scaling_factor, dtype=policy, name="rotary")
 
     def build(self, input_shape):
         self.qkv.build(input_shape)
@@ -113,6 +117,8 @@ class MultiHeadAttention(keras.layers.Layer):
             key = update_cache(cache[:, 0], key, cache_index)  # (B, S, nkv, hs)
             value = update_cache(cache[:, 1], value, cache_index)
             new_cache = tf.stack([key, value], axis=1)
+        if attention_mask is None:  # causal over the keys seen so far, no padding
+            attention_mask = build_attention_mask(tf.ones([batch, tf.shape(key)[1]], tf.int32), length, cache_index)
         out = self._attend(query, key, value, attention_mask, training)
         out = self.output_dense(tf.reshape(out, [batch, length, heads * head_dim]))
         return out if cache is None else (out, new_cache)
@@ -124,11 +130,10 @@ class MultiHeadAttention(keras.layers.Layer):
         query = tf.reshape(query, [batch, length, self.num_key_value_heads, groups, self.head_dim])
         scores = tf.einsum("btkgd,bskd->bkgts", tf.cast(query, "float32"), tf.cast(key, "float32"))
         scores = scores * (1.0 / float(self.head_dim) ** 0.5)  # (B, nkv, g, T, S)
-        if attention_mask is not None:
-            mask = tf.cast(attention_mask, tf.bool)[:, None, None, :, :]
-            scores = tf.where(mask, scores, tf.float32.min)
+        mask = tf.cast(attention_mask, tf.bool)[:, None, None, :, :]
+        scores = tf.where(mask, scores, tf.float32.min)
         probs = tf.nn.softmax(scores, axis=-1)
-        probs = self.dropout_layer(probs, training=training)
+        probs = tf.cast(self.dropout_layer(probs, training=training), "float32")
         out = tf.einsum("bkgts,bskd->btkgd", probs, tf.cast(value, "float32"))
         return tf.cast(tf.reshape(out, [batch, length, self.num_heads, self.head_dim]), self.compute_dtype)
 

@@ -74,7 +74,7 @@ class DecoderBlock(keras.layers.Layer):
         self.activation = activation
         self.gated_ffn = gated_ffn
         self.norm = check_choice("norm", norm, tuple(NORMS))
-        self.layer_norm_epsilon = layer_norm_epsilon
+        self.layer_norm_epsilon = check_float("layer_norm_epsilon", layer_norm_epsilon, low=0.0)
         self.norm_first = norm_first
         self.use_bias = use_bias
         self.attention_bias = use_bias if attention_bias is None else attention_bias
@@ -84,7 +84,7 @@ class DecoderBlock(keras.layers.Layer):
         self.initializer_range = initializer_range
 
         # === Layers ===
-        self.attention_norm = NORMS[norm](epsilon=layer_norm_epsilon, name="attention_norm")
+        self.attention_norm = NORMS[norm](epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm")
         self.attention = MultiHeadAttention(
             num_heads,
             hidden_dim,
@@ -96,9 +96,10 @@ class DecoderBlock(keras.layers.Layer):
             rotary_max_wavelength=rotary_max_wavelength,
             rotary_scaling_factor=rotary_scaling_factor,
             initializer_range=initializer_range,
+            dtype=self.dtype_policy,
             name="attention",
         )
-        self.ffn_norm = NORMS[norm](epsilon=layer_norm_epsilon, name="ffn_norm")
+        self.ffn_norm = NORMS[norm](epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="ffn_norm")
         self.ffn = FeedForward(
             hidden_dim,
             intermediate_dim,
@@ -107,9 +108,10 @@ class DecoderBlock(keras.layers.Layer):
             use_bias=use_bias,
             dropout=dropout,
             initializer_range=initializer_range,
+            dtype=self.dtype_policy,
             name="ffn",
         )
-        self.residual_dropout = keras.layers.Dropout(dropout)
+        self.residual_dropout = keras.layers.Dropout(dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         for layer in (self.attention_norm, self.attention, self.ffn_norm, self.ffn):

@@ -50,11 +50,11 @@ class FeedForward(keras.layers.Layer):
 
         # === Layers ===
         initializer = keras.initializers.RandomNormal(stddev=initializer_range)
-        dense = dict(use_bias=use_bias, kernel_initializer=initializer)
+        dense = dict(use_bias=use_bias, kernel_initializer=initializer, dtype=self.dtype_policy)
         self.up = keras.layers.Dense(intermediate_dim, name="up", **dense)
         self.gate = keras.layers.Dense(intermediate_dim, name="gate", **dense) if gated else None
         self.down = keras.layers.Dense(hidden_dim, name="down", **dense)
-        self.dropout_layer = keras.layers.Dropout(self.dropout)
+        self.dropout_layer = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
     def build(self, input_shape):
         self.up.build(input_shape)

@@ -1,0 +1,86 @@
+"""The embedded main job end to end (reduced size), the CLI on its output, and the README example."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tfllm import cli, quickstart
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quickstart") / "model"
+    result = quickstart.run(folder, quickstart.QuickstartConfig.small(), verbose=0)
+    return folder, result
+
+
+def test_quickstart_loss_falls_and_text_decodes(trained):
+    folder, result = trained
+    losses = result["losses"]
+    assert losses[-1] < losses[0] - 0.2, losses
+    assert set(result["samples"]) == set(quickstart.PROMPTS)
+    for prompt, text in result["samples"].items():
+        assert text.startswith(prompt) and len(text) > len(prompt)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+
+
+def test_quickstart_folder_loads_in_transformers(trained):
+    import torch
+    import transformers
+
+    import tfllm
+
+    folder, _ = trained
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    hf_model = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    tok = tfllm.AutoTokenizer.from_pretrained(folder)
+    text = "The for statement is used to iterate"
+    assert tok.encode(text) == hf_tok(text)["input_ids"]
+    ids = np.array([tok.encode(text)])
+    with torch.no_grad():
+        reference = hf_model(torch.tensor(ids)).logits.numpy()
+    ours = tfllm.AutoModelForCausalLM.from_pretrained(folder)(ids).numpy()
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_cli_generate_prints_continuations(trained, capsys):
+    folder, _ = trained
+    code = cli.main(["generate", str(folder), "The for statement", "Exceptions", "--max-new-tokens", "5", "--seed", "1",
+                     "--do-sample", "--top-p", "0.9"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "The for statement" in out and "Exceptions" in out
+
+
+def test_cli_reports_bad_arguments_by_name(trained, capsys):
+    folder, _ = trained
+    code = cli.main(["generate", str(folder), "x", "--top-p", "2"])
+    assert code == 2
+    assert "`top_p`" in capsys.readouterr().err
+
+
+def test_cli_reports_a_missing_folder(tmp_path, capsys):
+    assert cli.main(["generate", str(tmp_path / "nope"), "x"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_readme_example_runs(trained, tmp_path, monkeypatch):
+    folder, _ = trained
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    code = code.replace('"saved_models/quickstart_hf"', repr(str(folder)))
+    code = code.replace('"saved_models/finetuned_hf"', repr(str(tmp_path / "finetuned")))
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 — our own README
+    assert (tmp_path / "finetuned" / "model.safetensors").exists()
+    assert (tmp_path / "finetuned" / "tokenizer.json").exists()
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "tfllm.cli", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "quickstart" in out and "generate" in out
