@@ -30,7 +30,7 @@ class QuickstartConfig:
     hidden_dim: int = 128
     sequence_length: int = 128
     batch_size: int = 16
-    epochs: int = 8
+    epochs: int = 14
     learning_rate: float = 3e-3
     max_new_tokens: int = 40
     max_documents: int = 0  # 0: every topic
@@ -109,7 +109,7 @@ def run(output_dir, config=None, verbose=1):
     tokenizer.padding_side = "left"
     batch = tokenizer(list(PROMPTS), return_tensors="tf", padding=True)
     ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
-                         max_new_tokens=config.max_new_tokens, do_sample=True, top_k=40, temperature=0.8, seed=0)
+                         max_new_tokens=config.max_new_tokens, do_sample=True, top_k=20, temperature=0.7, seed=0)
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     return {"losses": losses, "samples": dict(zip(PROMPTS, texts)), "output_dir": os.fspath(output_dir),
             "perplexity": math.exp(losses[-1])}

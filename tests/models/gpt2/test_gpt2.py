@@ -226,3 +226,23 @@ def test_prompt_longer_than_positions_is_refused(model):
 def test_bad_input_ids_are_refused_by_name(model):
     with pytest.raises(ValueError, match="`input_ids`"):
         model.generate(np.ones((4,), "int32"), max_new_tokens=1)
+
+
+def test_auto_config_reads_the_family_and_its_options(reference):
+    config = tfllm.AutoConfig.from_pretrained(reference["root"] / "safetensors")
+    assert config.model_type == "gpt2"
+    assert config.n_embd == 32
+    assert config.backbone_kwargs["hidden_dim"] == 32 and config.backbone_kwargs["intermediate_dim"] == 64
+    assert config.task_kwargs["eos_token_id"] == TINY_GPT2["eos_token_id"]
+
+
+def test_mixed_precision_forward_is_close_to_float32(reference):
+    batch = {"input_ids": reference["ids"], "attention_mask": reference["mask"]}
+    backbone = tfllm.models.GPT2Backbone.from_pretrained(reference["root"] / "safetensors")
+    half = tfllm.models.GPT2Backbone(**{**backbone.get_config(), "dtype": "mixed_bfloat16"})
+    half(batch)
+    half.set_weights(backbone.get_weights())
+    out = half(batch)
+    assert out.dtype == "bfloat16"
+    diff = np.abs((np.asarray(out, "float32") - backbone(batch).numpy()) * reference["mask"][:, :, None])
+    assert diff.max() < 0.1

@@ -69,11 +69,14 @@ class GPT2Backbone(keras.Model):
         self.initializer_range = initializer_range
 
         # === Layers ===
-        self.token_embedding = TokenEmbedding(vocabulary_size, hidden_dim, initializer_range, name="token_embedding")
-        self.position_embedding = PositionEmbedding(
-            max_sequence_length, hidden_dim, initializer_range, name="position_embedding"
+        policy = self.dtype_policy
+        self.token_embedding = TokenEmbedding(
+            vocabulary_size, hidden_dim, initializer_range, dtype=policy, name="token_embedding"
         )
-        self.embeddings_dropout = keras.layers.Dropout(dropout, name="embeddings_dropout")
+        self.position_embedding = PositionEmbedding(
+            max_sequence_length, hidden_dim, initializer_range, dtype=policy, name="position_embedding"
+        )
+        self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embeddings_dropout")
         self.transformer_layers = [
             DecoderBlock(
                 num_heads,
@@ -83,11 +86,12 @@ class GPT2Backbone(keras.Model):
                 layer_norm_epsilon=layer_norm_epsilon,
                 dropout=dropout,
                 initializer_range=initializer_range,
+                dtype=policy,
                 name=f"transformer_layer_{i}",
             )
             for i in range(num_layers)
         ]
-        self.layer_norm = LayerNorm(layer_norm_epsilon, name="layer_norm")
+        self.layer_norm = LayerNorm(layer_norm_epsilon, dtype=policy, name="layer_norm")
 
     def build(self, input_shape=None):
         if self.built:
