@@ -20,7 +20,7 @@ def make_hf_gpt2(folder, seed=0, **overrides):
     # A wider init than the default makes next-token choices decisive, so greedy comparisons test
     # the model and not float rounding between near-tied logits.
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.dim() > 1:
                 parameter.normal_(0.0, 0.2)
     model.save_pretrained(folder)

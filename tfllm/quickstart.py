@@ -51,7 +51,7 @@ def load_corpus(max_documents=0):
     return [topics[name] for name in names]
 
 
-def build_model(config):
+def build_backbone(config):
     backbone = GPT2Backbone(
         vocabulary_size=config.vocabulary_size,
         num_layers=config.num_layers,
@@ -89,7 +89,7 @@ def run(output_dir, config=None, verbose=1):
     logger.info("Corpus: %d documents, %d characters, %d tokens", len(documents), sum(map(len, documents)), len(stream))
     dataset = causal_lm_dataset(stream, config.sequence_length, config.batch_size, seed=0)
 
-    backbone = build_model(dataclasses.replace(config, vocabulary_size=tokenizer.vocab_size))
+    backbone = build_backbone(dataclasses.replace(config, vocabulary_size=tokenizer.vocab_size))
     model = GPT2CausalLM(backbone, bos_token_id=eot, eos_token_id=eot)
     steps = int(dataset.cardinality()) * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(

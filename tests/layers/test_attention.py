@@ -1,7 +1,6 @@
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from layer_testing import LEFT_PADDED_MASK, assert_cached_decoding_matches_full, random_inputs, randomize_weights
 from testing import run_serialization_test

@@ -1,6 +1,5 @@
 """`generate`: argument checks, then the compiled decoding loop."""
 
-import logging
 import random
 
 import numpy as np
@@ -9,12 +8,10 @@ import tensorflow as tf
 from tfllm.errors import check_float, check_int, invalid_argument
 from tfllm.generation.loop import _compiled, left_align
 
-logger = logging.getLogger(__name__)
-
 
 def _as_2d_int(name, value):
     array = np.asarray(value.numpy() if isinstance(value, tf.Tensor) else value)
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer) and array.size:
+    if array.ndim != 2 or (array.size and not np.issubdtype(array.dtype, np.integer)):
         raise invalid_argument(name, "a 2-D (batch_size, sequence_length) array of integers",
                                f"array of shape {array.shape} and dtype {array.dtype}")
     return array.astype(np.int32)

@@ -73,8 +73,11 @@ def _compiled(model, do_sample, jit_compile):
             scalar(tf.int32),
         ]
 
+        # A weak reference: the registry's value must not keep its key (the model) alive.
+        model_ref = weakref.ref(model)
+
         def run(ids, mask, max_new, temperature, top_k, top_p, seed, eos, pad):
-            return decode(model, ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad)
+            return decode(model_ref(), ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad)
 
         functions[key] = tf.function(run, input_signature=signature, jit_compile=jit_compile, reduce_retracing=True)
     return functions[key]

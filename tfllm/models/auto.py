@@ -31,9 +31,10 @@ class Config:
     """
 
     def __init__(self, hf_config):
-        self.model_type = get_family(hf_config.get("model_type")).model_type
+        family = get_family(hf_config.get("model_type"))
+        self.model_type = family.model_type
         self._hf = dict(hf_config)
-        self.backbone_kwargs, self.task_kwargs = get_family(self.model_type).config_from_hf(self._hf)
+        self.backbone_kwargs, self.task_kwargs = family.config_from_hf(self._hf)
 
     def __getattr__(self, name):
         if name.startswith("_") or name not in self._hf:

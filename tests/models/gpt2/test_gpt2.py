@@ -20,11 +20,14 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("gpt2")
     hf_model = make_hf_gpt2(root / "safetensors")
     hf_model.save_pretrained(root / "bin", safe_serialization=False)
+    hf_model.save_pretrained(root / "sharded", max_shard_size="20KB")
+    assert os.path.exists(root / "sharded" / "model.safetensors.index.json")
     import transformers  # TF classes only here: importing them switches tf.keras to Keras 2
 
     tf_model = transformers.TFGPT2LMHeadModel.from_pretrained(root / "bin", from_pt=True)
     tf_model.save_pretrained(root / "h5")
     assert os.path.exists(root / "h5" / "tf_model.h5")
+    tf_model.save_pretrained(root / "tf_safetensors", safe_serialization=True)
     ids, mask = left_padded_batch()
     with torch.no_grad():
         logits = hf_model(
@@ -44,7 +47,7 @@ def _real_positions_diff(ours, reference):
     return np.abs((np.asarray(ours) - reference["logits"]) * mask).max()
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "bin", "h5"])
+@pytest.mark.parametrize("fmt", ["safetensors", "bin", "sharded", "h5", "tf_safetensors"])
 def test_logits_match_transformers_with_left_padding(reference, fmt):
     model = tfllm.AutoModelForCausalLM.from_pretrained(reference["root"] / fmt)
     logits = model({"input_ids": reference["ids"], "attention_mask": reference["mask"]})
