@@ -9,7 +9,23 @@
 
 __version__ = "0.1.0"
 
-from tfllm.models import AutoConfig, AutoModel, AutoModelForCausalLM  # noqa: E402
+from tfllm.models import (  # noqa: E402
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+)
 from tfllm.tokenizers import AutoTokenizer  # noqa: E402
 
-__all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoTokenizer", "__version__"]
+__all__ = [
+    "AutoConfig",
+    "AutoModel",
+    "AutoModelForCausalLM",
+    "AutoModelForMaskedLM",
+    "AutoModelForSeq2SeqLM",
+    "AutoModelForSequenceClassification",
+    "AutoTokenizer",
+    "__version__",
+]

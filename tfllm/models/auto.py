@@ -3,7 +3,14 @@
 from tfllm.checkpoints import load_config
 from tfllm.models import gpt2, pretrained
 
-FAMILIES = {family.model_type: family for family in (gpt2.FAMILY,)}
+# One line per family package; a family may serve several model_types (see `aliases`).
+_FAMILY_LIST = (
+    gpt2.FAMILY,
+)
+FAMILIES = {}
+for _family in _FAMILY_LIST:
+    for _model_type in (_family.model_type, *_family.aliases):
+        FAMILIES[_model_type] = _family
 
 
 def get_family(model_type):
@@ -18,6 +25,18 @@ def get_family(model_type):
 def family_of(model):
     """Returns the `ModelFamily` a backbone or task model belongs to."""
     return get_family(getattr(model, "model_type", None))
+
+
+class _AutoModelBase:
+    task = None
+
+    def __init__(self):
+        raise TypeError(f"{type(self).__name__} is a factory: use {type(self).__name__}.from_pretrained(folder)")
+
+    @classmethod
+    def from_pretrained(cls, folder, **kwargs):
+        """Builds the model of whatever supported family `folder` holds and loads its weights."""
+        return pretrained.from_pretrained(folder, cls.task, **kwargs)
 
 
 class Config:
@@ -56,18 +75,6 @@ class AutoConfig:
         return Config(load_config(folder))
 
 
-class _AutoModelBase:
-    task = None
-
-    def __init__(self):
-        raise TypeError(f"{type(self).__name__} is a factory: use {type(self).__name__}.from_pretrained(folder)")
-
-    @classmethod
-    def from_pretrained(cls, folder, **kwargs):
-        """Builds the model of whatever supported family `folder` holds and loads its weights."""
-        return pretrained.from_pretrained(folder, cls.task, **kwargs)
-
-
 class AutoModel(_AutoModelBase):
     """The family's backbone (hidden states out)."""
 
@@ -78,3 +85,21 @@ class AutoModelForCausalLM(_AutoModelBase):
     """The family's causal language model (logits out, `generate`)."""
 
     task = "causal_lm"
+
+
+class AutoModelForMaskedLM(_AutoModelBase):
+    """The family's masked language model (logits over the vocabulary at every position)."""
+
+    task = "masked_lm"
+
+
+class AutoModelForSequenceClassification(_AutoModelBase):
+    """The family's sequence classifier; pass `num_labels=` when the checkpoint has no head."""
+
+    task = "sequence_classification"
+
+
+class AutoModelForSeq2SeqLM(_AutoModelBase):
+    """The family's encoder-decoder language model."""
+
+    task = "seq2seq_lm"

@@ -22,6 +22,7 @@ class ModelFamily:
         hf_prefix: prefix of the base model's keys inside a task checkpoint ("transformer.").
         hf_architectures: task name → HF class name written into `config.json`.
         ignorable: regex patterns of HF keys that may be present and unused.
+        aliases: other `model_type` values the family loads (e.g. "mistral" for the Llama family).
     """
 
     model_type: str
@@ -33,3 +34,4 @@ class ModelFamily:
     hf_prefix: str = ""
     hf_architectures: dict = dataclasses.field(default_factory=dict)
     ignorable: tuple = ()
+    aliases: tuple = ()

@@ -87,7 +87,7 @@ def save_pretrained(model, folder):
         state_dict.update(export_weights(model.head_weight_table()))
     task_config = {} if is_backbone else model.task_config()
     hf_config = family.config_to_hf(backbone.get_config(), task_config)
-    hf_config["model_type"] = family.model_type
+    hf_config.setdefault("model_type", family.model_type)
     hf_config["architectures"] = [family.hf_architectures[task]]
     hf_config.setdefault("torch_dtype", "float32")
     save_folder(folder, config=hf_config, state_dict=state_dict, metadata={"format": "pt"})
