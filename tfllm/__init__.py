@@ -17,6 +17,7 @@ from tfllm.models import (  # noqa: E402
     AutoModelForSeq2SeqLM,
     AutoModelForSequenceClassification,
 )
+from tfllm.pipelines import pipeline  # noqa: E402
 from tfllm.tokenizers import AutoTokenizer  # noqa: E402
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "AutoModelForSequenceClassification",
     "AutoTokenizer",
     "__version__",
+    "pipeline",
 ]
