@@ -11,7 +11,10 @@ from tfllm.models.auto import (
     get_family,
 )
 from tfllm.models.causal_lm import CausalLM
+from tfllm.models.bert import BertBackbone, BertMaskedLM, BertSequenceClassification
 from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
+from tfllm.models.llama import LlamaBackbone, LlamaCausalLM
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM",
-           "AutoModelForSequenceClassification", "CausalLM", "Config", "GPT2Backbone", "GPT2CausalLM", "get_family"]
+           "AutoModelForSequenceClassification", "BertBackbone", "BertMaskedLM", "BertSequenceClassification",
+           "LlamaBackbone", "LlamaCausalLM", "CausalLM", "Config", "GPT2Backbone", "GPT2CausalLM", "get_family"]

@@ -20,7 +20,8 @@ class ModelFamily:
         config_to_hf: (backbone config, task config) → HF `config.json` dict.
         weight_table: backbone → list of `WeightEntry` keyed by the base model's HF names.
         hf_prefix: prefix of the base model's keys inside a task checkpoint ("transformer.").
-        hf_architectures: task name → HF class name written into `config.json`.
+        hf_architectures: task name → HF class name written into `config.json`; an alias's own
+            names are keyed by `(model_type, task)`.
         ignorable: regex patterns of HF keys that may be present and unused.
         aliases: other `model_type` values the family loads (e.g. "mistral" for the Llama family).
     """

@@ -5,7 +5,9 @@ the weight table is checked against the checkpoint (missing, unused and mis-shap
 `CheckpointError`) and only then are variables assigned.
 """
 
+import inspect
 import logging
+import re
 
 import numpy as np
 
@@ -31,6 +33,30 @@ def build_model(model):
     """Creates every variable by calling the model once on a one-token batch."""
     model({"input_ids": np.zeros((1, 1), "int32"), "attention_mask": np.ones((1, 1), "int32")})
     return model
+
+
+def _accepted(task_class, config_task_kwargs):
+    """The config's task settings that `task_class` takes (a family's tasks need different ones)."""
+    parameters = inspect.signature(task_class.__init__).parameters
+    return {key: value for key, value in config_task_kwargs.items() if key in parameters}
+
+
+def drop_absent_optional(entries, state_dict, optional, source):
+    """Drops the entries whose keys are all absent and match an `optional` regex, and warns naming them.
+
+    The dropped variables keep their initial values, as transformers does for a new head.
+    """
+    patterns = [re.compile(pattern) for pattern in optional]
+
+    def absent_optional(entry):
+        return all(key not in state_dict and any(p.fullmatch(key) for p in patterns) for key in entry.hf_keys)
+
+    absent = [key for entry in entries if absent_optional(entry) for key in entry.hf_keys]
+    if absent:
+        logger.warning(
+            "Weights not in %s, newly initialised (train them before use): %s", source, ", ".join(absent)
+        )
+    return [entry for entry in entries if not absent_optional(entry)]
 
 
 def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
@@ -61,12 +87,14 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
             raise NotImplementedError(
                 f"`{family.model_type}` models have no `{task}` task in tfllm. Supported: {sorted(family.tasks)}"
             )
-        model = family.tasks[task](backbone=backbone, **{**config_task_kwargs, **task_kwargs})
+        task_class = family.tasks[task]
+        model = task_class(backbone=backbone, **{**_accepted(task_class, config_task_kwargs), **task_kwargs})
     build_model(model)
     state_dict = strip_prefix(read_state_dict(folder), family.hf_prefix)
     entries = family.weight_table(backbone)
     if task != "backbone":
         entries = entries + model.head_weight_table()
+    entries = drop_absent_optional(entries, state_dict, getattr(model, "optional_hf_keys", ()), folder)
     load_weights(entries, state_dict, source=str(folder), ignorable=family.ignorable)
     return model
 
@@ -88,7 +116,8 @@ def save_pretrained(model, folder):
     task_config = {} if is_backbone else model.task_config()
     hf_config = family.config_to_hf(backbone.get_config(), task_config)
     hf_config.setdefault("model_type", family.model_type)
-    hf_config["architectures"] = [family.hf_architectures[task]]
+    architectures = family.hf_architectures
+    hf_config["architectures"] = [architectures.get((hf_config["model_type"], task), architectures[task])]
     hf_config.setdefault("torch_dtype", "float32")
     save_folder(folder, config=hf_config, state_dict=state_dict, metadata={"format": "pt"})
     logger.info("Saved %s (%d tensors) to %s", type(model).__name__, len(state_dict), folder)

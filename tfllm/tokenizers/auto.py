@@ -6,23 +6,24 @@ import os
 
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
+from tokenizers import models
 
-from tfllm.tokenizers import bpe
+from tfllm.tokenizers import bpe, wordpiece
 from tfllm.tokenizers.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
 _GPT2_CLASSES = ("GPT2Tokenizer", "GPT2TokenizerFast")
+_BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast")
 # transformers writes int(1e30) for "no limit".
 _NO_LIMIT = 10**18
 _NOT_YET = {
-    "vocab.txt": "WordPiece (BERT-style) tokenizers",
     "spiece.model": "SentencePiece tokenizers",
     "tokenizer.model": "SentencePiece tokenizers",
     "sentencepiece.bpe.model": "SentencePiece tokenizers",
 }
-_LOOKED_FOR = ("tokenizer.json", "vocab.json + merges.txt", *_NOT_YET)
+_LOOKED_FOR = ("tokenizer.json", "vocab.json + merges.txt", "vocab.txt", *_NOT_YET)
 _INIT_ARGS = (
     *_SPECIAL_KEYS,
     "model_max_length",
@@ -36,7 +37,9 @@ class AutoTokenizer:
 
     Supported: byte-level BPE (GPT-2 style) from `tokenizer.json`, or from
     `vocab.json` + `merges.txt` (built as `transformers.GPT2TokenizerFast`
-    builds it). `tokenizer_config.json` and `special_tokens_map.json` are read
+    builds it); WordPiece (BERT style) from `vocab.txt` (built as
+    `transformers.BertTokenizerFast` builds it, reading `do_lower_case`,
+    `strip_accents` and `tokenize_chinese_chars`). `tokenizer_config.json` and `special_tokens_map.json` are read
     for special tokens, `model_max_length`, `padding_side`, `add_bos_token`,
     `add_prefix_space` and `added_tokens_decoder`.
 
@@ -123,11 +126,13 @@ def _load_backend(folder, config):
             os.path.join(folder, "merges.txt"),
             add_prefix_space=add_prefix_space,
         )
+    if has("vocab.txt"):
+        return wordpiece.wordpiece_from_vocab(os.path.join(folder, "vocab.txt"), config)
     for name, kind in _NOT_YET.items():
         if has(name):
             raise NotImplementedError(
                 f"{kind} ({name} in {folder!r}) are not supported yet. Supported: "
-                "tokenizer.json, or vocab.json + merges.txt (byte-level BPE)."
+                "tokenizer.json, vocab.json + merges.txt (byte-level BPE), or vocab.txt (WordPiece)."
             )
     raise FileNotFoundError(
         f"No tokenizer files in {folder!r}. Looked for: {', '.join(_LOOKED_FOR)}. "
@@ -186,6 +191,9 @@ def _init_kwargs(config, backend):
     if gpt2:  # GPT2Tokenizer's defaults for the keys the folder does not set.
         for key in ("bos_token", "eos_token", "unk_token"):
             init.setdefault(key, bpe.ENDOFTEXT)
+    if config.get("tokenizer_class") in _BERT_CLASSES or isinstance(backend.model, models.WordPiece):
+        for key in ("unk_token", "pad_token"):  # BertTokenizer's defaults
+            init.setdefault(key, wordpiece.DEFAULT_SPECIAL_TOKENS[key])
     max_length = config.get("model_max_length")
     if max_length is not None and max_length < _NO_LIMIT:
         init["model_max_length"] = int(max_length)

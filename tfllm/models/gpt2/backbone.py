@@ -1,16 +1,14 @@
 """GPT-2: token + learned position embeddings, pre-norm decoder blocks, a final LayerNorm."""
 
 import keras
-import tensorflow as tf
 
 from tfllm.errors import check_int
-from tfllm.layers import DecoderBlock, LayerNorm, PositionEmbedding, TokenEmbedding, attention_mask, positions_from_mask
-from tfllm.models import pretrained
-from tfllm.models.inputs import unpack_inputs
+from tfllm.layers import DecoderBlock, LayerNorm, PositionEmbedding, TokenEmbedding
+from tfllm.models.decoder import DecoderBackbone
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class GPT2Backbone(keras.Model):
+class GPT2Backbone(DecoderBackbone):
     """The GPT-2 decoder stack: token ids and padding mask in, final hidden states out.
 
     Args:
@@ -94,66 +92,12 @@ class GPT2Backbone(keras.Model):
         self.layer_norm = LayerNorm(layer_norm_epsilon, dtype=policy, name="layer_norm")
 
     def build(self, input_shape=None):
-        if self.built:
-            return
-        hidden_shape = (None, None, self.hidden_dim)
-        self.token_embedding.build()
-        self.position_embedding.build()
-        for block in self.transformer_layers:
-            block.build(hidden_shape)
-        self.layer_norm.build(hidden_shape)
-        self.built = True
+        if not self.built:
+            self.position_embedding.build()
+        super().build(input_shape)
 
-    def build_from_config(self, config):
-        self.build()
-
-    def call(self, inputs, training=None):
-        token_ids, padding_mask = unpack_inputs(inputs)
-        return self.forward(token_ids, padding_mask, training=training)
-
-    def forward(self, token_ids, padding_mask, cache=None, cache_index=0, training=None):
-        """The one forward pass, full or incremental.
-
-        Args:
-            token_ids: `(batch_size, length)` int32.
-            padding_mask: `(batch_size, key_length)` int32; `key_length` is `length` for a full
-                pass and the cache length with a cache.
-            cache: tuple of per-layer `(batch_size, 2, cache_length, num_heads, head_dim)` or None.
-            cache_index: position of `token_ids[:, 0]` in the cache.
-            training: enables dropout.
-
-        Returns:
-            Hidden states `(batch_size, length, hidden_dim)`, and with a cache the updated cache.
-        """
-        length = tf.shape(token_ids)[1]
-        positions = positions_from_mask(padding_mask)[:, cache_index : cache_index + length]
-        mask = attention_mask(padding_mask, length, cache_index)  # (B, T, S)
-        x = self.token_embedding(token_ids) + self.position_embedding(positions)
-        x = self.embeddings_dropout(x, training=training)
-        new_cache = []
-        for i, block in enumerate(self.transformer_layers):
-            if cache is None:
-                x = block(x, attention_mask=mask, positions=positions, training=training)
-            else:
-                x, layer_cache = block(x, attention_mask=mask, positions=positions, cache=cache[i], cache_index=cache_index)
-                new_cache.append(layer_cache)
-        x = self.layer_norm(x)
-        return x if cache is None else (x, tuple(new_cache))
-
-    def init_cache(self, batch_size, cache_length):
-        """A zero cache: tuple of `num_layers` tensors `(batch_size, 2, cache_length, num_heads, head_dim)`."""
-        head_dim = self.hidden_dim // self.num_heads
-        shape = [batch_size, 2, cache_length, self.num_heads, head_dim]
-        return tuple(tf.zeros(shape, self.compute_dtype) for _ in self.transformer_layers)
-
-    @classmethod
-    def from_pretrained(cls, folder):
-        """Loads the base model (no head) from a Hugging Face GPT-2 folder."""
-        return pretrained.from_pretrained(folder, "backbone", expected_model_type=cls.model_type)
-
-    def save_pretrained(self, folder):
-        """Writes a `GPT2Model` folder that transformers loads."""
-        pretrained.save_pretrained(self, folder)
+    def embed(self, token_ids, positions):
+        return self.token_embedding(token_ids) + self.position_embedding(positions)
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,211 @@
+"""Llama, Mistral and Qwen2 against transformers: logits, greedy generation, saving, checkpoint formats."""
+
+import copy
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+import tfllm
+from tfllm.models.llama import LlamaBackbone, LlamaCausalLM
+from testing import hf_position_ids, left_padded_batch
+
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            vocab_size=99, max_position_embeddings=48, bos_token_id=97, eos_token_id=98, rms_norm_eps=1e-6)
+
+# name -> (transformers class, config overrides)
+VARIANTS = {
+    "llama": ("LlamaForCausalLM", dict(tie_word_embeddings=False)),
+    "mistral": ("MistralForCausalLM", dict(sliding_window=None)),
+    "qwen2": ("Qwen2ForCausalLM", dict(tie_word_embeddings=True)),
+    "llama_rope": ("LlamaForCausalLM", dict(rope_theta=500.0, rope_scaling={"rope_type": "linear", "factor": 2.0},
+                                            head_dim=16)),
+}
+
+
+def make_hf_model(folder, name, seed=0):
+    """Writes a random transformers model of variant `name` to `folder` and returns it (eval mode)."""
+    import transformers
+
+    class_name, overrides = VARIANTS[name]
+    model_class = getattr(transformers, class_name)
+    torch.manual_seed(seed)
+    config = model_class.config_class(**{**TINY, **overrides}, attn_implementation="eager")
+    model = model_class(config).eval()
+    # Wider than the default init so greedy choices are decisive; biases and norm scales are
+    # randomized too, so a weight loaded into the wrong place shows.
+    with torch.no_grad():
+        for key, parameter in model.named_parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, 0.2)
+            elif "norm" in key:
+                parameter.normal_(1.0, 0.1)
+            else:
+                parameter.normal_(0.0, 0.2)
+    model.save_pretrained(folder)
+    return model
+
+
+def hf_logits(hf_model, ids, mask):
+    with torch.no_grad():
+        return hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                        position_ids=torch.tensor(hf_position_ids(mask))).logits.float().numpy()
+
+
+def real_positions_diff(ours, theirs, mask):
+    return np.abs((np.asarray(ours) - theirs) * mask[:, :, None]).max()
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def reference(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    hf_model = make_hf_model(root / "safetensors", request.param)
+    ids, mask = left_padded_batch()
+    return dict(name=request.param, root=root, hf_model=hf_model, ids=ids, mask=mask,
+                logits=hf_logits(hf_model, ids, mask))
+
+
+@pytest.fixture(scope="module")
+def model(reference):
+    return tfllm.AutoModelForCausalLM.from_pretrained(reference["root"] / "safetensors")
+
+
+def test_auto_model_dispatches_and_logits_match(model, reference):
+    assert isinstance(model, LlamaCausalLM)
+    assert model.backbone.variant == reference["hf_model"].config.model_type
+    assert model.tie_word_embeddings == (reference["name"] == "qwen2")
+    logits = model({"input_ids": reference["ids"], "attention_mask": reference["mask"]})
+    assert logits.shape == reference["logits"].shape
+    assert real_positions_diff(logits, reference["logits"], reference["mask"]) < 1e-4
+
+
+def test_greedy_generate_equals_transformers(model, reference):
+    ids, mask = reference["ids"], reference["mask"]
+    ours = model.generate(ids, attention_mask=mask, max_new_tokens=12).numpy()
+    with torch.no_grad():
+        theirs = reference["hf_model"].generate(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12, do_sample=False,
+            pad_token_id=TINY["eos_token_id"],
+        ).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_save_pretrained_loads_in_transformers_with_same_logits(model, reference, tmp_path):
+    import transformers
+
+    model.save_pretrained(tmp_path / "out")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert reloaded.config.model_type == reference["hf_model"].config.model_type
+    assert type(reloaded).__name__ == VARIANTS[reference["name"]][0]
+    assert reloaded.config.architectures == [VARIANTS[reference["name"]][0]]
+    ids, mask = reference["ids"], reference["mask"]
+    assert real_positions_diff(hf_logits(reloaded, ids, mask), reference["logits"], mask) < 1e-4
+    again = tfllm.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    assert real_positions_diff(again({"input_ids": ids, "attention_mask": mask}), reference["logits"], mask) < 1e-4
+
+
+def test_keras_serialization_round_trip(model, reference, tmp_path):
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.backbone.get_config() == model.backbone.get_config()
+    assert restored.task_config() == model.task_config()
+    batch = {"input_ids": reference["ids"], "attention_mask": reference["mask"]}
+    np.testing.assert_allclose(model(batch), restored(batch), atol=1e-6)
+
+
+def test_backbone_matches_hidden_states(reference):
+    backbone = tfllm.AutoModel.from_pretrained(reference["root"] / "safetensors")
+    assert isinstance(backbone, LlamaBackbone)
+    ids, mask = reference["ids"], reference["mask"]
+    with torch.no_grad():
+        hidden = reference["hf_model"].model(
+            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+            position_ids=torch.tensor(hf_position_ids(mask)),
+        ).last_hidden_state.numpy()
+    ours = backbone({"input_ids": ids, "attention_mask": mask}).numpy()
+    assert np.abs((ours - hidden) * mask[:, :, None]).max() < 1e-4
+
+
+# --- Refusals -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("formats") / "llama"
+    make_hf_model(folder, "llama")
+    return folder
+
+
+def test_bfloat16_and_sharded_checkpoints_load(llama_folder, tmp_path):
+    import transformers
+
+    hf_model = transformers.LlamaForCausalLM.from_pretrained(llama_folder, attn_implementation="eager").eval()
+    ids, mask = left_padded_batch()
+    half = copy.deepcopy(hf_model).to(torch.bfloat16)
+    half.save_pretrained(tmp_path / "bf16")
+    widened = hf_logits(half.float(), ids, mask)  # the bf16 weights, computed in float32
+    model = tfllm.AutoModelForCausalLM.from_pretrained(tmp_path / "bf16")
+    assert real_positions_diff(model({"input_ids": ids, "attention_mask": mask}), widened, mask) < 1e-3
+
+    hf_model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    assert os.path.exists(tmp_path / "sharded" / "model.safetensors.index.json")
+    model = tfllm.AutoModelForCausalLM.from_pretrained(tmp_path / "sharded")
+    logits = model({"input_ids": ids, "attention_mask": mask})
+    assert real_positions_diff(logits, hf_logits(hf_model, ids, mask), mask) < 1e-4
+
+
+def _edited(folder, tmp_path, **changes):
+    target = tmp_path / "edited"
+    shutil.copytree(folder, target)
+    config = json.loads((target / "config.json").read_text())
+    config.update(changes)
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize(
+    "changes, option",
+    [
+        (dict(rope_scaling={"rope_type": "llama3", "factor": 8.0}), "rope_scaling"),
+        (dict(rope_scaling={"type": "dynamic", "factor": 2.0}), "rope_scaling"),
+        (dict(rope_scaling={"rope_type": "yarn", "factor": 2.0}), "rope_scaling"),
+        (dict(hidden_act="gelu"), "hidden_act"),
+        (dict(model_type="mistral", sliding_window=16), "sliding_window"),
+        (dict(model_type="qwen2", use_sliding_window=True, sliding_window=16), "sliding_window"),
+        (dict(attention_bias=True), "attention_bias"),
+    ],
+)
+def test_unsupported_option_raises_not_implemented_naming_it(llama_folder, tmp_path, changes, option):
+    with pytest.raises(NotImplementedError, match=f"`{option}="):
+        tfllm.AutoModelForCausalLM.from_pretrained(_edited(llama_folder, tmp_path, **changes))
+
+
+def test_qwen2_sliding_window_is_ignored_when_not_used(llama_folder, tmp_path):
+    config = tfllm.AutoConfig.from_pretrained(
+        _edited(llama_folder, tmp_path, model_type="qwen2", use_sliding_window=False, sliding_window=16)
+    )
+    assert config.backbone_kwargs["variant"] == "qwen2"
+    assert config.backbone_kwargs["attention_bias"] and not config.backbone_kwargs["use_bias"]
+
+
+def test_sliding_window_as_long_as_the_positions_is_accepted(llama_folder, tmp_path):
+    config = tfllm.AutoConfig.from_pretrained(_edited(llama_folder, tmp_path, model_type="mistral", sliding_window=48))
+    assert config.backbone_kwargs["variant"] == "mistral"
+
+
+def test_saving_a_variant_with_impossible_biases_is_refused(tmp_path):
+    backbone = LlamaBackbone(vocabulary_size=10, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+                             variant="mistral", attention_bias=True)
+    backbone.build()
+    with pytest.raises(ValueError, match="`mistral`.*attention_bias=False"):
+        backbone.save_pretrained(tmp_path / "out")
+
+
+def test_bad_variant_is_refused_by_name():
+    with pytest.raises(ValueError, match="`variant`"):
+        LlamaBackbone(vocabulary_size=10, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16, variant="gemma")

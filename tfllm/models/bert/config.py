@@ -1,0 +1,79 @@
+"""BERT's `config.json` ↔ `BertBackbone` constructor arguments."""
+
+ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
+                       "silu": "silu", "swish": "silu"}
+ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+
+# Options that change the computation in ways tfllm does not implement: option -> the only value accepted.
+UNSUPPORTED = {
+    "position_embedding_type": "absolute",
+    "is_decoder": False,
+    "add_cross_attention": False,
+}
+
+
+def _refuse_unsupported(hf):
+    for option, supported in UNSUPPORTED.items():
+        if option in hf and hf[option] != supported:
+            raise NotImplementedError(
+                f"BERT config option `{option}={hf[option]!r}` is not implemented by tfllm "
+                f"(only {option}={supported!r})."
+            )
+    activation = hf.get("hidden_act", "gelu")
+    if activation not in ACTIVATIONS_FROM_HF:
+        raise NotImplementedError(
+            f"BERT config option `hidden_act={activation!r}` is not implemented by tfllm. "
+            f"Supported: {sorted(ACTIVATIONS_FROM_HF)}"
+        )
+
+
+def _num_labels(hf):
+    if hf.get("id2label"):
+        return len(hf["id2label"])
+    return hf.get("num_labels", 2)  # transformers' default
+
+
+def config_from_hf(hf):
+    """Maps a BERT `config.json` dict to `(backbone_kwargs, task_kwargs)`."""
+    _refuse_unsupported(hf)
+    backbone = dict(
+        vocabulary_size=hf.get("vocab_size", 30522),
+        num_layers=hf.get("num_hidden_layers", 12),
+        num_heads=hf.get("num_attention_heads", 12),
+        hidden_dim=hf.get("hidden_size", 768),
+        intermediate_dim=hf.get("intermediate_size", 3072),
+        max_sequence_length=hf.get("max_position_embeddings", 512),
+        type_vocabulary_size=hf.get("type_vocab_size", 2),
+        layer_norm_epsilon=hf.get("layer_norm_eps", 1e-12),
+        dropout=hf.get("hidden_dropout_prob", 0.1),
+        activation=ACTIVATIONS_FROM_HF[hf.get("hidden_act", "gelu")],
+        initializer_range=hf.get("initializer_range", 0.02),
+    )
+    task = dict(num_labels=_num_labels(hf), pad_token_id=hf.get("pad_token_id", 0))
+    return backbone, task
+
+
+def config_to_hf(backbone, task):
+    """Maps `BertBackbone.get_config()` and the task's config to a BERT `config.json` dict."""
+    hf = dict(
+        vocab_size=backbone["vocabulary_size"],
+        num_hidden_layers=backbone["num_layers"],
+        num_attention_heads=backbone["num_heads"],
+        hidden_size=backbone["hidden_dim"],
+        intermediate_size=backbone["intermediate_dim"],
+        max_position_embeddings=backbone["max_sequence_length"],
+        type_vocab_size=backbone["type_vocabulary_size"],
+        layer_norm_eps=backbone["layer_norm_epsilon"],
+        hidden_dropout_prob=backbone["dropout"],
+        attention_probs_dropout_prob=backbone["dropout"],
+        hidden_act=ACTIVATIONS_TO_HF[backbone["activation"]],
+        initializer_range=backbone["initializer_range"],
+        position_embedding_type="absolute",
+    )
+    task = dict(task)
+    num_labels = task.pop("num_labels", None)
+    if num_labels is not None:
+        hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}
+        hf["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
+    hf.update({key: value for key, value in task.items() if value is not None})
+    return hf

@@ -1,0 +1,69 @@
+"""BERT with its masked-language-model head."""
+
+import keras
+from keras import ops
+
+from tfllm.checkpoints import WeightEntry
+from tfllm.layers import LayerNorm, get_activation
+from tfllm.models.bert import weights
+from tfllm.models.bert.task import BertTask
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class BertMaskedLM(BertTask):
+    """`BertBackbone` + transform (dense, activation, LayerNorm) + the tied word embedding with a bias.
+
+    Args:
+        backbone: a `BertBackbone`.
+        pad_token_id: the checkpoint's padding id.
+
+    Call arguments:
+        inputs: a tokenizer's dict (`input_ids`, `attention_mask`, optional `token_type_ids`).
+        training: enables dropout.
+
+    Returns:
+        `(batch_size, sequence_length, vocabulary_size)` logits.
+
+    Example:
+    >>> model = tfllm.AutoModelForMaskedLM.from_pretrained("path/to/bert")
+    >>> logits = model(tok(["Paris is the [MASK] of France."], return_tensors="tf"))
+    """
+
+    task = "masked_lm"
+
+    def __init__(self, backbone, pad_token_id=None, **kwargs):
+        super().__init__(backbone, pad_token_id=pad_token_id, **kwargs)
+        # === Layers ===
+        policy = backbone.dtype_policy
+        self.transform_dense = keras.layers.Dense(
+            backbone.hidden_dim,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=backbone.initializer_range),
+            dtype=policy,
+            name="transform_dense",
+        )
+        self.transform_activation = get_activation(backbone.activation)
+        self.transform_norm = LayerNorm(backbone.layer_norm_epsilon, dtype=policy, name="transform_norm")
+
+    def build(self, input_shape=None):
+        if not self.backbone.built:
+            self.backbone.build(input_shape)
+        hidden_shape = (None, None, self.backbone.hidden_dim)
+        self.transform_dense.build(hidden_shape)
+        self.transform_norm.build(hidden_shape)
+        self.output_bias = self.add_weight(
+            name="output_bias", shape=(self.backbone.vocabulary_size,), initializer="zeros"
+        )
+        self.built = True
+
+    def call(self, inputs, training=None):
+        hidden = self.backbone(inputs, training=training)["sequence_output"]
+        hidden = self.transform_norm(self.transform_activation(self.transform_dense(hidden)))
+        logits = self.backbone.token_embedding(hidden, reverse=True)
+        return logits + ops.cast(self.output_bias, logits.dtype)
+
+    def head_weight_table(self):
+        return [
+            *weights.dense(self.transform_dense, "cls.predictions.transform.dense"),
+            *weights.norm(self.transform_norm, "cls.predictions.transform.LayerNorm"),
+            WeightEntry(self.output_bias, ("cls.predictions.bias",)),
+        ]

@@ -1,0 +1,123 @@
+"""Llama, Mistral and Qwen2 `config.json` ↔ `LlamaBackbone` constructor arguments."""
+
+from tfllm.models.llama.backbone import VARIANTS
+
+_ACTIVATIONS = ("silu", "swish")  # two names for the same function in transformers
+
+
+def _refuse(option, value, supported):
+    raise NotImplementedError(
+        f"Llama config option `{option}={value!r}` is not implemented by tfllm (supported: {supported})."
+    )
+
+
+def _rope_scaling_factor(hf):
+    scaling = hf.get("rope_scaling")
+    if scaling is None:
+        return 1.0
+    rope_type = scaling.get("rope_type", scaling.get("type"))
+    if rope_type == "default":
+        return 1.0
+    if rope_type != "linear":
+        _refuse("rope_scaling", scaling, "None or {'rope_type': 'linear', 'factor': ...}")
+    return float(scaling["factor"])
+
+
+def _check_sliding_window(hf, model_type, max_positions):
+    if model_type == "qwen2" and not hf.get("use_sliding_window", False):
+        return
+    window = hf.get("sliding_window")
+    if window is not None and window < max_positions:
+        _refuse("sliding_window", window, f"None, or at least max_position_embeddings ({max_positions})")
+
+
+def _biases(hf, model_type):
+    """Returns `(attention_bias, use_bias)`: biases on q/k/v, and on o_proj and the MLP."""
+    if model_type == "qwen2":
+        return True, False
+    if model_type == "mistral":
+        return False, False
+    attention_bias, mlp_bias = bool(hf.get("attention_bias", False)), bool(hf.get("mlp_bias", False))
+    # Llama's attention_bias also covers o_proj, which tfllm's block ties to the MLP's biases.
+    if attention_bias != mlp_bias:
+        _refuse("attention_bias", attention_bias, f"the same value as mlp_bias ({mlp_bias})")
+    return attention_bias, mlp_bias
+
+
+def config_from_hf(hf):
+    """Maps a Llama, Mistral or Qwen2 `config.json` dict to `(backbone_kwargs, task_kwargs)`."""
+    model_type = hf.get("model_type", "llama")
+    activation = hf.get("hidden_act", "silu")
+    if activation not in _ACTIVATIONS:
+        _refuse("hidden_act", activation, "'silu'")
+    hidden = hf.get("hidden_size", 4096)
+    heads = hf.get("num_attention_heads", 32)
+    max_positions = hf.get("max_position_embeddings", 2048)
+    _check_sliding_window(hf, model_type, max_positions)
+    attention_bias, use_bias = _biases(hf, model_type)
+    backbone = dict(
+        vocabulary_size=hf.get("vocab_size", 32000),
+        num_layers=hf.get("num_hidden_layers", 32),
+        num_heads=heads,
+        hidden_dim=hidden,
+        intermediate_dim=hf.get("intermediate_size", 11008),
+        num_key_value_heads=hf.get("num_key_value_heads") or heads,
+        head_dim=hf.get("head_dim") or hidden // heads,
+        max_sequence_length=max_positions,
+        layer_norm_epsilon=hf.get("rms_norm_eps", 1e-6),
+        rope_max_wavelength=float(hf.get("rope_theta", 10000.0)),
+        rope_scaling_factor=_rope_scaling_factor(hf),
+        attention_bias=attention_bias,
+        use_bias=use_bias,
+        dropout=hf.get("attention_dropout", 0.0),
+        initializer_range=hf.get("initializer_range", 0.02),
+        variant=model_type if model_type in VARIANTS else "llama",
+    )
+    task = dict(
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        bos_token_id=hf.get("bos_token_id"),
+        eos_token_id=hf.get("eos_token_id"),
+        pad_token_id=hf.get("pad_token_id"),
+    )
+    return backbone, task
+
+
+def _check_biases(backbone):
+    variant = backbone["variant"]
+    expected = {"qwen2": (True, False), "mistral": (False, False)}.get(variant)
+    received = (backbone["attention_bias"], backbone["use_bias"])
+    if expected is not None and received != expected:
+        raise ValueError(
+            f"A `{variant}` checkpoint has attention_bias={expected[0]} and use_bias={expected[1]}; this "
+            f"backbone has attention_bias={received[0]} and use_bias={received[1]}. Save it with variant='llama'."
+        )
+
+
+def config_to_hf(backbone, task):
+    """Maps `LlamaBackbone.get_config()` and the task's config to a `config.json` of the backbone's variant."""
+    _check_biases(backbone)
+    factor = backbone["rope_scaling_factor"]
+    hf = dict(
+        model_type=backbone["variant"],
+        vocab_size=backbone["vocabulary_size"],
+        num_hidden_layers=backbone["num_layers"],
+        num_attention_heads=backbone["num_heads"],
+        num_key_value_heads=backbone["num_key_value_heads"],
+        hidden_size=backbone["hidden_dim"],
+        intermediate_size=backbone["intermediate_dim"],
+        head_dim=backbone["head_dim"] or backbone["hidden_dim"] // backbone["num_heads"],
+        max_position_embeddings=backbone["max_sequence_length"],
+        rms_norm_eps=backbone["layer_norm_epsilon"],
+        rope_theta=backbone["rope_max_wavelength"],
+        rope_scaling=None if factor == 1.0 else {"rope_type": "linear", "factor": factor},
+        attention_dropout=backbone["dropout"],
+        initializer_range=backbone["initializer_range"],
+        hidden_act="silu",
+        tie_word_embeddings=False,
+    )
+    if backbone["variant"] == "llama":
+        hf.update(attention_bias=backbone["attention_bias"], mlp_bias=backbone["use_bias"])
+    else:
+        hf.update(sliding_window=None, use_sliding_window=False)
+    hf.update({key: value for key, value in task.items() if value is not None})
+    return hf
