@@ -1,12 +1,10 @@
 """The causal language model task, shared by decoder-only families."""
 
-import keras
-
-from tfllm.models import pretrained
 from tfllm.models.inputs import unpack_inputs
+from tfllm.models.task import TaskModel
 
 
-class CausalLM(keras.Model):
+class CausalLM(TaskModel):
     """A backbone plus a language-model head; `call` returns logits.
 
     A family subclasses this and sets `model_type`; the backbone supplies `forward`,
@@ -31,19 +29,10 @@ class CausalLM(keras.Model):
     model_type = None
 
     def __init__(self, backbone, bos_token_id=None, eos_token_id=None, pad_token_id=None, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
+        super().__init__(backbone, **kwargs)
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
-
-    def build(self, input_shape=None):
-        if not self.backbone.built:
-            self.backbone.build(input_shape)
-        self.built = True
-
-    def build_from_config(self, config):
-        self.build()
 
     def call(self, inputs, training=None):
         token_ids, padding_mask = unpack_inputs(inputs)
@@ -65,10 +54,6 @@ class CausalLM(keras.Model):
     def max_sequence_length(self):
         return self.backbone.max_sequence_length
 
-    def head_weight_table(self):
-        """Weight entries of the head beyond the backbone's (none when tied)."""
-        return []
-
     def task_config(self):
         return {"bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id}
 
@@ -81,23 +66,3 @@ class CausalLM(keras.Model):
         from tfllm.generation import generate  # generation sits above models; imported on use
 
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, folder, **kwargs):
-        """Loads a Hugging Face folder (config.json + weights) of this family."""
-        return pretrained.from_pretrained(folder, cls.task, expected_model_type=cls.model_type, **kwargs)
-
-    def save_pretrained(self, folder):
-        """Writes config.json and model.safetensors that transformers loads too."""
-        pretrained.save_pretrained(self, folder)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(backbone=keras.saving.serialize_keras_object(self.backbone), **self.task_config())
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)
