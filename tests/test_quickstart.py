@@ -84,3 +84,10 @@ def test_readme_example_runs(trained, tmp_path, monkeypatch):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "tfllm.cli", "--help"], capture_output=True, text=True, check=True).stdout
     assert "quickstart" in out and "generate" in out
+
+
+def test_readme_minilm_example_runs():
+    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 — our own README
+    assert namespace["embeddings"].shape == (2, 384)
