@@ -1,8 +1,6 @@
 """BERT's `config.json` ↔ `BertBackbone` constructor arguments."""
 
-ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
-                       "silu": "silu", "swish": "silu"}
-ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+from tfllm.models.hf_config import ACTIVATIONS_TO_HF, activation_from_hf, refuse_unsupported
 
 # Options that change the computation in ways tfllm does not implement: option -> the only value accepted.
 UNSUPPORTED = {
@@ -10,21 +8,6 @@ UNSUPPORTED = {
     "is_decoder": False,
     "add_cross_attention": False,
 }
-
-
-def _refuse_unsupported(hf):
-    for option, supported in UNSUPPORTED.items():
-        if option in hf and hf[option] != supported:
-            raise NotImplementedError(
-                f"BERT config option `{option}={hf[option]!r}` is not implemented by tfllm "
-                f"(only {option}={supported!r})."
-            )
-    activation = hf.get("hidden_act", "gelu")
-    if activation not in ACTIVATIONS_FROM_HF:
-        raise NotImplementedError(
-            f"BERT config option `hidden_act={activation!r}` is not implemented by tfllm. "
-            f"Supported: {sorted(ACTIVATIONS_FROM_HF)}"
-        )
 
 
 def _num_labels(hf):
@@ -35,7 +18,8 @@ def _num_labels(hf):
 
 def config_from_hf(hf):
     """Maps a BERT `config.json` dict to `(backbone_kwargs, task_kwargs)`."""
-    _refuse_unsupported(hf)
+    refuse_unsupported("BERT", hf, UNSUPPORTED)
+    activation = activation_from_hf("BERT", hf, "hidden_act", "gelu")
     backbone = dict(
         vocabulary_size=hf.get("vocab_size", 30522),
         num_layers=hf.get("num_hidden_layers", 12),
@@ -46,7 +30,7 @@ def config_from_hf(hf):
         type_vocabulary_size=hf.get("type_vocab_size", 2),
         layer_norm_epsilon=hf.get("layer_norm_eps", 1e-12),
         dropout=hf.get("hidden_dropout_prob", 0.1),
-        activation=ACTIVATIONS_FROM_HF[hf.get("hidden_act", "gelu")],
+        activation=activation,
         initializer_range=hf.get("initializer_range", 0.02),
     )
     task = dict(num_labels=_num_labels(hf), pad_token_id=hf.get("pad_token_id", 0))

@@ -1,7 +1,6 @@
 """GPT-2's `config.json` ↔ `GPT2Backbone` constructor arguments."""
 
-ACTIVATIONS_FROM_HF = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu", "silu": "silu", "swish": "silu"}
-ACTIVATIONS_TO_HF = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu"}
+from tfllm.models.hf_config import ACTIVATIONS_TO_HF, activation_from_hf, refuse_unsupported
 
 # Options that change the computation in ways tfllm does not implement: option -> the only value accepted.
 UNSUPPORTED = {
@@ -12,24 +11,10 @@ UNSUPPORTED = {
 }
 
 
-def _refuse_unsupported(hf):
-    for option, supported in UNSUPPORTED.items():
-        if option in hf and hf[option] != supported:
-            raise NotImplementedError(
-                f"GPT-2 config option `{option}={hf[option]!r}` is not implemented by tfllm "
-                f"(only {option}={supported!r})."
-            )
-    activation = hf.get("activation_function", "gelu_new")
-    if activation not in ACTIVATIONS_FROM_HF:
-        raise NotImplementedError(
-            f"GPT-2 config option `activation_function={activation!r}` is not implemented by tfllm. "
-            f"Supported: {sorted(ACTIVATIONS_FROM_HF)}"
-        )
-
-
 def config_from_hf(hf):
     """Maps a GPT-2 `config.json` dict to `(backbone_kwargs, task_kwargs)`."""
-    _refuse_unsupported(hf)
+    refuse_unsupported("GPT-2", hf, UNSUPPORTED)
+    activation = activation_from_hf("GPT-2", hf, "activation_function", "gelu_new")
     n_embd = hf.get("n_embd", 768)
     backbone = dict(
         vocabulary_size=hf.get("vocab_size", 50257),
@@ -40,7 +25,7 @@ def config_from_hf(hf):
         max_sequence_length=hf.get("n_positions", 1024),
         layer_norm_epsilon=hf.get("layer_norm_epsilon", 1e-5),
         dropout=hf.get("resid_pdrop", 0.1),
-        activation=ACTIVATIONS_FROM_HF[hf.get("activation_function", "gelu_new")],
+        activation=activation,
         initializer_range=hf.get("initializer_range", 0.02),
     )
     task = dict(
