@@ -45,6 +45,33 @@ def hf_position_ids(mask):
     return np.where(mask == 0, 1, positions)
 
 
+def hf_logits(hf_model, ids, mask):
+    """transformers' logits for a left-padded batch, with the position ids its `generate` would use."""
+    import torch
+
+    with torch.no_grad():
+        return hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                        position_ids=torch.tensor(hf_position_ids(mask))).logits.float().numpy()
+
+
+def real_positions_diff(ours, theirs, mask):
+    """Largest absolute difference over real (unpadded) positions of two `(batch, seq, ...)` arrays."""
+    return np.abs((np.asarray(ours) - theirs) * mask[:, :, None]).max()
+
+
+def assert_greedy_matches_transformers(model, hf_model, ids, mask, pad_token_id, max_new_tokens=12):
+    """tfllm's greedy `generate` must give transformers' greedy tokens, token for token."""
+    import torch
+
+    ours = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens).numpy()
+    with torch.no_grad():
+        theirs = hf_model.generate(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=max_new_tokens, do_sample=False,
+            pad_token_id=pad_token_id,
+        ).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+
+
 def run_serialization_test(layer, *args, **kwargs):
     """Checks `get_config` round-trips and a `.keras` save/load of a model wrapping `layer` gives the same outputs.
 

@@ -11,7 +11,15 @@ import torch
 
 import tfllm
 from tfllm.checkpoints import CheckpointError
-from testing import TINY_GPT2, hf_position_ids, left_padded_batch, make_hf_gpt2
+from testing import (
+    TINY_GPT2,
+    assert_greedy_matches_transformers,
+    hf_logits,
+    hf_position_ids,
+    left_padded_batch,
+    make_hf_gpt2,
+    real_positions_diff,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +37,7 @@ def reference(tmp_path_factory):
     assert os.path.exists(root / "h5" / "tf_model.h5")
     tf_model.save_pretrained(root / "tf_safetensors", safe_serialization=True)
     ids, mask = left_padded_batch()
-    with torch.no_grad():
-        logits = hf_model(
-            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-            position_ids=torch.tensor(hf_position_ids(mask)),
-        ).logits.numpy()
+    logits = hf_logits(hf_model, ids, mask)
     return dict(root=root, hf_model=hf_model, ids=ids, mask=mask, logits=logits)
 
 
@@ -43,8 +47,7 @@ def model(reference):
 
 
 def _real_positions_diff(ours, reference):
-    mask = reference["mask"][:, :, None]
-    return np.abs((np.asarray(ours) - reference["logits"]) * mask).max()
+    return real_positions_diff(ours, reference["logits"], reference["mask"])
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin", "sharded", "h5", "tf_safetensors"])
@@ -65,14 +68,8 @@ def test_padded_rows_match_unpadded_single_prompts(model, reference):
 
 
 def test_greedy_generate_equals_transformers(model, reference):
-    ids, mask = reference["ids"], reference["mask"]
-    ours = model.generate(ids, attention_mask=mask, max_new_tokens=12).numpy()
-    with torch.no_grad():
-        theirs = reference["hf_model"].generate(
-            torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12, do_sample=False,
-            pad_token_id=TINY_GPT2["eos_token_id"],
-        ).numpy()
-    np.testing.assert_array_equal(ours, theirs)
+    assert_greedy_matches_transformers(model, reference["hf_model"], reference["ids"], reference["mask"],
+                                       pad_token_id=TINY_GPT2["eos_token_id"])
 
 
 def test_greedy_generate_stops_at_eos_like_transformers(reference, tmp_path):
@@ -123,10 +120,7 @@ def test_save_pretrained_loads_in_transformers_with_same_logits(model, reference
     model.save_pretrained(tmp_path / "out")
     reloaded = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
     ids, mask = reference["ids"], reference["mask"]
-    with torch.no_grad():
-        logits = reloaded(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                          position_ids=torch.tensor(hf_position_ids(mask))).logits.numpy()
-    assert _real_positions_diff(logits, reference) < 1e-4
+    assert _real_positions_diff(hf_logits(reloaded, ids, mask), reference) < 1e-4
     again = tfllm.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
     assert _real_positions_diff(again({"input_ids": ids, "attention_mask": mask}), reference) < 1e-4
 

@@ -12,7 +12,7 @@ import torch
 
 import tfllm
 from tfllm.models.llama import LlamaBackbone, LlamaCausalLM
-from testing import hf_position_ids, left_padded_batch
+from testing import assert_greedy_matches_transformers, hf_logits, hf_position_ids, left_padded_batch, real_positions_diff
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=99, max_position_embeddings=48, bos_token_id=97, eos_token_id=98, rms_norm_eps=1e-6)
@@ -50,16 +50,6 @@ def make_hf_model(folder, name, seed=0):
     return model
 
 
-def hf_logits(hf_model, ids, mask):
-    with torch.no_grad():
-        return hf_model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
-                        position_ids=torch.tensor(hf_position_ids(mask))).logits.float().numpy()
-
-
-def real_positions_diff(ours, theirs, mask):
-    return np.abs((np.asarray(ours) - theirs) * mask[:, :, None]).max()
-
-
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def reference(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
@@ -84,14 +74,8 @@ def test_auto_model_dispatches_and_logits_match(model, reference):
 
 
 def test_greedy_generate_equals_transformers(model, reference):
-    ids, mask = reference["ids"], reference["mask"]
-    ours = model.generate(ids, attention_mask=mask, max_new_tokens=12).numpy()
-    with torch.no_grad():
-        theirs = reference["hf_model"].generate(
-            torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12, do_sample=False,
-            pad_token_id=TINY["eos_token_id"],
-        ).numpy()
-    np.testing.assert_array_equal(ours, theirs)
+    assert_greedy_matches_transformers(model, reference["hf_model"], reference["ids"], reference["mask"],
+                                       pad_token_id=TINY["eos_token_id"])
 
 
 def test_save_pretrained_loads_in_transformers_with_same_logits(model, reference, tmp_path):
