@@ -17,8 +17,15 @@ _COMPILED = weakref.WeakKeyDictionary()  # model -> {(do_sample, jit_compile): t
 def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id):
     """Generates up to `max_new_tokens` tokens after left-padded prompts.
 
+    The model supplies two steps (the generation contract every family implements):
+    `prefill(token_ids, padding_mask, max_new_tokens) -> (logits, state, prefix)` runs the prompt and
+    returns the next-token logits `(batch_size, vocabulary_size)`, a state (a nest of tensors whose
+    first axis is the batch, such as the KV cache) and the ids the output starts with (the prompt
+    for a decoder, the decoder start token for an encoder-decoder);
+    `decode_step(token, step, state) -> (logits, state)` feeds the `step`-th new token `(batch_size,)`.
+
     Args:
-        model: a causal LM with `init_cache`, `call_with_cache` and `compute_logits`.
+        model: a model implementing `prefill` and `decode_step`.
         token_ids: `(batch_size, prompt_length)` int32, left-padded.
         padding_mask: `(batch_size, prompt_length)` int32.
         max_new_tokens: scalar int32.
@@ -28,32 +35,28 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
         pad_token_id: scalar int32 written after a row has produced `eos_token_id`.
 
     Returns:
-        `(batch_size, prompt_length + steps)` int32, where steps stops early once every row ended.
+        `(batch_size, prefix_length + steps)` int32, where steps stops early once every row ended.
     """
-    batch_size, prompt_length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
-    full_mask = tf.concat([padding_mask, tf.ones([batch_size, max_new_tokens], tf.int32)], axis=1)
-    cache = model.init_cache(batch_size, prompt_length + max_new_tokens)
-    hidden, cache = model.call_with_cache(token_ids, full_mask, cache, 0)
-    logits = model.compute_logits(hidden[:, -1:, :])[:, 0, :]  # the head only where it is needed
+    batch_size = tf.shape(token_ids)[0]
+    logits, state, prefix = model.prefill(token_ids, padding_mask, max_new_tokens)
     token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0)
     columns = tf.range(max_new_tokens)[None, :]
     output = tf.where(columns == 0, token[:, None], tf.fill([batch_size, max_new_tokens], pad_token_id))
     done = tf.equal(token, eos_token_id)
 
-    def condition(step, token, cache, output, done):
+    def condition(step, token, state, output, done):
         return tf.logical_and(step < max_new_tokens, tf.logical_not(tf.reduce_all(done)))
 
-    def body(step, token, cache, output, done):
-        hidden, cache = model.call_with_cache(token[:, None], full_mask, cache, prompt_length + step - 1)
-        logits = model.compute_logits(hidden)[:, 0, :]
+    def body(step, token, state, output, done):
+        logits, state = model.decode_step(token, step - 1, state)
         token = next_token(logits, do_sample, temperature, top_k, top_p, seed, step)
         token = tf.where(done, pad_token_id, token)
         output = tf.where(columns == step, token[:, None], output)
         done = tf.logical_or(done, tf.equal(token, eos_token_id))
-        return step + 1, token, cache, output, done
+        return step + 1, token, state, output, done
 
-    steps, _, _, output, _ = tf.while_loop(condition, body, (tf.constant(1), token, cache, output, done))
-    return tf.concat([token_ids, output[:, :steps]], axis=1)
+    steps, _, _, output, _ = tf.while_loop(condition, body, (tf.constant(1), token, state, output, done))
+    return tf.concat([prefix, output[:, :steps]], axis=1)
 
 
 def _compiled(model, do_sample, jit_compile):

@@ -39,10 +39,13 @@ class DecoderBlock(keras.layers.Layer):
         positions: `(batch_size, sequence_length)` int positions (for rotary embeddings).
         cache: `(batch_size, 2, cache_length, num_key_value_heads, head_dim)` or None.
         cache_index: where this call's keys and values are written into `cache`.
+        return_attention_scores: also return the attention probabilities.
         training: enables dropout.
 
     Returns:
-        `(batch_size, sequence_length, hidden_dim)`, and with a cache also the updated cache.
+        `(batch_size, sequence_length, hidden_dim)`; with a cache, `(outputs, cache)`; with
+        `return_attention_scores`, the probabilities `(batch_size, num_heads, sequence_length,
+        key_length)` are appended, as `MultiHeadAttention` does.
     """
 
     def __init__(
@@ -118,7 +121,10 @@ class DecoderBlock(keras.layers.Layer):
             layer.build(input_shape)
         self.built = True
 
-    def call(self, inputs, attention_mask=None, positions=None, cache=None, cache_index=0, training=None):
+    def call(
+        self, inputs, attention_mask=None, positions=None, cache=None, cache_index=0, return_attention_scores=False,
+        training=None,
+    ):
         attention_input = self.attention_norm(inputs) if self.norm_first else inputs
         attended = self.attention(
             attention_input,
@@ -126,10 +132,12 @@ class DecoderBlock(keras.layers.Layer):
             positions=positions,
             cache=cache,
             cache_index=cache_index,
+            return_attention_scores=return_attention_scores,
             training=training,
         )
-        if cache is not None:
-            attended, cache = attended
+        extra = ()
+        if cache is not None or return_attention_scores:
+            attended, *extra = attended
         x = inputs + self.residual_dropout(attended, training=training)
         if not self.norm_first:
             x = self.attention_norm(x)
@@ -137,7 +145,7 @@ class DecoderBlock(keras.layers.Layer):
         x = x + self.residual_dropout(self.ffn(ffn_input, training=training), training=training)
         if not self.norm_first:
             x = self.ffn_norm(x)
-        return x if cache is None else (x, cache)
+        return (x, *extra) if extra else x
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -1,5 +1,7 @@
 """The causal language model task, shared by decoder-only families."""
 
+import tensorflow as tf
+
 from tfllm.models.inputs import unpack_inputs
 from tfllm.models.task import TaskModel
 
@@ -46,6 +48,28 @@ class CausalLM(TaskModel):
     def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
         """One forward step over a preallocated cache: returns `(hidden_states, cache)`."""
         return self.backbone.forward(token_ids, padding_mask, cache=cache, cache_index=cache_index)
+
+    def prefill(self, token_ids, padding_mask, max_new_tokens):
+        """Runs left-padded prompts into a fresh cache sized for `max_new_tokens` more tokens.
+
+        Returns:
+            `(logits, state, prefix)`: the next-token logits `(batch_size, vocabulary_size)`, the
+            decoding state (cache, padding mask, prompt length) and the prompt ids the output
+            starts with. See `tfllm.generation.loop.decode`.
+        """
+        batch_size, prompt_length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
+        full_mask = tf.concat([padding_mask, tf.ones([batch_size, max_new_tokens], tf.int32)], axis=1)
+        cache = self.init_cache(batch_size, prompt_length + max_new_tokens)
+        hidden, cache = self.call_with_cache(token_ids, full_mask, cache, 0)
+        logits = self.compute_logits(hidden[:, -1:, :])[:, 0, :]  # the head only where it is needed
+        state = {"cache": cache, "padding_mask": full_mask, "prompt_length": tf.fill([batch_size], prompt_length)}
+        return logits, state, token_ids
+
+    def decode_step(self, token, step, state):
+        """Feeds the `step`-th new token `(batch_size,)`; returns `(logits, state)`."""
+        index = state["prompt_length"][0] + step
+        hidden, cache = self.call_with_cache(token[:, None], state["padding_mask"], state["cache"], index)
+        return self.compute_logits(hidden)[:, 0, :], {**state, "cache": cache}
 
     def init_cache(self, batch_size, cache_length):
         return self.backbone.init_cache(batch_size, cache_length)
