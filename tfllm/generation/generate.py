@@ -68,7 +68,8 @@ def generate(
     if num_beams > 1:
         raise NotImplementedError("Beam search (`num_beams` > 1) is not implemented yet; use num_beams=1.")
     longest = int(mask.sum(axis=1).max())
-    if longest + max_new_tokens > model.max_sequence_length:
+    limit = getattr(model, "max_sequence_length", None)  # None: no position table (T5's relative bias)
+    if limit is not None and longest + max_new_tokens > limit:
         raise ValueError(
             f"Invalid value for argument `max_new_tokens`. Expected the longest prompt ({longest} tokens in "
             f"`input_ids`) plus max_new_tokens to fit the model's {model.max_sequence_length} positions. "
