@@ -173,8 +173,66 @@ def test_num_heads_must_divide_hidden_dim_without_head_dim():
         ({"num_heads": 0}, "num_heads"),
         ({"hidden_dim": 8.0}, "hidden_dim"),
         ({"num_key_value_heads": 0}, "num_key_value_heads"),
+        ({"scale": 0.0}, "scale"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, argument):
     with pytest.raises(ValueError, match=f"Invalid value for argument `{argument}`"):
         MultiHeadAttention(**{"num_heads": 4, "hidden_dim": 8, **kwargs})
+
+
+# --- Cross-attention, score scale, additive bias, returned probabilities ---------------------------
+
+
+def _softmax(scores):
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    return probs / probs.sum(-1, keepdims=True)
+
+
+def test_cross_attention_scale_and_bias_match_numpy():
+    """Queries from the inputs, keys/values from a longer context, masked context keys, a per-head
+    additive bias and no 1/sqrt(d) scaling (T5's attention)."""
+    layer = MultiHeadAttention(num_heads=4, hidden_dim=8, num_key_value_heads=2, use_bias=False, scale=1.0,
+                               cross_attention=True)
+    context = random_inputs((2, 9, 8), seed=3)
+    layer.build(X.shape, context.shape)
+    randomize_weights(layer, seed=1)
+    context_mask = np.ones((2, 9), bool)
+    context_mask[1, 6:] = False
+    mask = np.broadcast_to(context_mask[:, None, :], (2, 6, 9))
+    bias = np.random.default_rng(0).normal(size=(1, 4, 6, 9)).astype("float32")
+    out, probs = layer(X, attention_mask=mask, context=context, attention_bias=bias, return_attention_scores=True)
+
+    q = _dense(layer.query, X.astype("float64")).reshape(2, 6, 4, 2)
+    kv = _dense(layer.key_value, context.astype("float64")).reshape(2, 9, 2, 2, 2)  # (B, S, k|v, nkv, hs)
+    expected = np.zeros((2, 6, 4, 2))
+    for h in range(4):
+        k, v = kv[:, :, 0, h // 2], kv[:, :, 1, h // 2]
+        scores = np.einsum("btd,bsd->bts", q[:, :, h], k) + bias[:, h]
+        p = _softmax(np.where(mask, scores, -np.inf))
+        np.testing.assert_allclose(probs[:, h], p, atol=1e-5)
+        expected[:, :, h] = np.einsum("bts,bsd->btd", p, v)
+    expected = _dense(layer.output_dense, expected.reshape(2, 6, 8))
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+
+    # A precomputed context cache gives the same result and comes back unchanged.
+    cache = layer.context_cache(context)
+    cached_out, same_cache = layer(X, attention_mask=mask, cache=cache, attention_bias=bias)
+    np.testing.assert_allclose(cached_out, out, atol=1e-6)
+    np.testing.assert_array_equal(same_cache, cache)
+
+
+def test_returned_probabilities_are_the_attention_weights():
+    layer = _layer(CONFIGS["gqa_rotary"])
+    out, probs = layer(X, attention_mask=MASK, positions=POSITIONS, return_attention_scores=True)
+    np.testing.assert_allclose(out, layer(X, attention_mask=MASK, positions=POSITIONS), atol=1e-6)
+    assert probs.shape == (2, 4, 6, 6)
+    np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
+    allowed = np.asarray(MASK)[:, None]  # (B, 1, T, S)
+    seen = allowed.any(-1, keepdims=True)  # padding queries see no key and get uniform weights
+    assert np.all(np.where(seen & ~allowed, np.asarray(probs), 0.0) == 0)
+
+
+def test_cross_attention_serialization():
+    layer = MultiHeadAttention(num_heads=2, hidden_dim=8, cross_attention=True, scale=1.0)
+    run_serialization_test(layer, X, context=random_inputs((2, 5, 8), seed=4))

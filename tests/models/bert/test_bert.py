@@ -134,6 +134,14 @@ def test_classifier_fit_lowers_the_loss(reference):
     assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
 
 
+def test_masked_lm_fit_lowers_the_loss(reference):
+    model = tfllm.AutoModelForMaskedLM.from_pretrained(reference["root"] / "masked_lm")
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(BATCH, IDS, epochs=10, batch_size=3, verbose=0)  # reconstruct every token
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+
+
 # --- Refusals -------------------------------------------------------------------------------------
 
 

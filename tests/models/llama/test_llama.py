@@ -102,6 +102,16 @@ def test_keras_serialization_round_trip(model, reference, tmp_path):
     np.testing.assert_allclose(model(batch), restored(batch), atol=1e-6)
 
 
+def test_fit_lowers_the_loss(model):
+    trained = keras.models.clone_model(model)
+    trained.set_weights(model.get_weights())
+    ids = np.tile(np.arange(16)[None], (8, 1))
+    trained.compile(optimizer=keras.optimizers.Adam(1e-2),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = trained.fit({"input_ids": ids[:, :-1]}, ids[:, 1:], epochs=5, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+
+
 def test_backbone_matches_hidden_states(reference):
     backbone = tfllm.AutoModel.from_pretrained(reference["root"] / "safetensors")
     assert isinstance(backbone, LlamaBackbone)
