@@ -1,0 +1,190 @@
+"""Tokenizers made of TensorFlow ops, for exported graphs (SavedModel, TF Serving).
+
+They give the same ids as the Python `Tokenizer` they are built from, using TF core ops and
+TF-Text's `regex_split` (ops that TF Serving links), so a SavedModel takes text and returns text.
+"""
+
+import json
+
+import tensorflow as tf
+
+# GPT-2's pre-tokenizer without its one lookahead (`\s+(?!\S)`), which RE2 lacks; see `_pre_split`.
+_GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+"""
+# A private-use character marks split points before splitting; it cannot be typed by accident.
+_MARK = "\U000F0000"
+_NO_MERGE = 2**31 - 1
+
+
+def _bytes_to_unicode():
+    """GPT-2's reversible map from the 256 byte values to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    chars, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            chars[byte] = chr(byte)
+        else:
+            chars[byte] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def _static_table(keys, values, key_dtype, value_dtype, default):
+    initializer = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(keys, key_dtype), tf.constant(values, value_dtype)
+    )
+    return tf.lookup.StaticHashTable(initializer, default_value=default)
+
+
+class ByteLevelBPE(tf.Module):
+    """GPT-2 style byte-level BPE as TF ops: the same ids as the `tokenizers` backend.
+
+    Args:
+        vocabulary: dict token → id.
+        merges: list of "left right" merge rules, in priority order.
+        special_tokens: dict token → id of added tokens matched whole in the text (e.g.
+            `<|endoftext|>`) and dropped by `detokenize(skip_special_tokens=True)`.
+
+    Example:
+
+    >>> bpe = ByteLevelBPE.from_tokenizer(tfllm.AutoTokenizer.from_pretrained(folder))
+    >>> ids = bpe.tokenize(tf.constant(["Hello world"]))  # RaggedTensor (batch, (tokens)) int32
+    >>> bpe.detokenize(ids.to_tensor(), tf.ones_like(ids.to_tensor()))
+    """
+
+    def __init__(self, vocabulary, merges, special_tokens=None, name=None):
+        super().__init__(name=name)
+        import tensorflow_text  # noqa: F401  (registers regex_split's op)
+
+        self._tf_text = tensorflow_text
+        tokens = sorted(vocabulary, key=vocabulary.get)
+        self.special_tokens = dict(special_tokens or {})
+        byte_chars = _bytes_to_unicode()
+        self._token_ids = _static_table(tokens, [vocabulary[t] for t in tokens], tf.string, tf.int32, -1)
+        size = max(vocabulary.values()) + 1
+        id_strings = [""] * size
+        for token, index in vocabulary.items():
+            id_strings[index] = token
+        self._id_strings = tf.constant(id_strings)
+        self._merge_ranks = _static_table(list(merges), list(range(len(merges))), tf.string, tf.int32, _NO_MERGE)
+        self._byte_to_char = tf.constant([byte_chars[b] for b in range(256)])
+        self._char_to_byte = _static_table(
+            [byte_chars[b] for b in range(256)], [bytes([b]) for b in range(256)], tf.string, tf.string, ""
+        )
+        special_ids = sorted(self.special_tokens.values())
+        self._special_ids = tf.constant(special_ids or [-1], tf.int32)
+        self._special_table = _static_table(
+            list(self.special_tokens) or [""], list(self.special_tokens.values()) or [-1], tf.string, tf.int32, -1
+        )
+        self._special_pattern = "|".join(_re2_escape(t) for t in sorted(self.special_tokens, key=len, reverse=True))
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer):
+        """Builds the in-graph version of a byte-level BPE `tfllm.tokenizers.Tokenizer`."""
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        model, pre = spec["model"], spec.get("pre_tokenizer") or {}
+        if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or pre.get("add_prefix_space"):
+            raise NotImplementedError(
+                "In-graph tokenization supports GPT-2 style byte-level BPE without a prefix space; this "
+                f"tokenizer has model {model.get('type')!r} and pre-tokenizer {pre.get('type')!r}."
+            )
+        if spec.get("normalizer"):
+            raise NotImplementedError(f"In-graph tokenization has no normalizer {spec['normalizer'].get('type')!r}.")
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+        special = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
+        return cls(model["vocab"], merges, special)
+
+    # === Text → ids ===
+
+    def _pre_split(self, text):
+        """Splits `(batch,)` strings into GPT-2's pre-tokens: RaggedTensor `(batch, (words))`.
+
+        GPT-2's `\\s+(?!\\S)` leaves the last whitespace character of a run before a word to that
+        word (a space joins it, other whitespace stands alone). Marking that boundary first makes
+        the lookahead-free pattern split the same way.
+        """
+        text = tf.strings.regex_replace(text, r"(\s)(\S)", _MARK + r"\1\2")
+        pieces = tf.strings.split(text, _MARK)  # (batch, (pieces))
+        words = self._tf_text.regex_split(pieces.flat_values, _GPT2_SPLIT, _GPT2_SPLIT)
+        return pieces.with_flat_values(words).merge_dims(1, 2)
+
+    def _merge(self, symbols):
+        """Applies BPE merges to a RaggedTensor of words `(words, (symbols))` of byte characters.
+
+        Each step merges, in every word, the leftmost occurrence of its lowest-ranked pair, which is
+        the order the `tokenizers` library applies merges in.
+        """
+
+        def has_merge(symbols):
+            pairs = _pairs(symbols)
+            return tf.reduce_any(self._merge_ranks.lookup(pairs.flat_values) < _NO_MERGE)
+
+        def step(symbols):
+            pairs = _pairs(symbols)  # (words, (symbols - 1))
+            ranks = pairs.with_flat_values(self._merge_ranks.lookup(pairs.flat_values))
+            best = tf.reduce_min(ranks, axis=1)  # (words,)
+            position = tf.argmin(ranks.to_tensor(_NO_MERGE), axis=1, output_type=tf.int32)
+            mergeable = best < _NO_MERGE
+            index = tf.ragged.range(symbols.row_lengths(), dtype=tf.int64)
+            index = tf.cast(index, tf.int32)
+            position = position[:, None]
+            first = tf.logical_and(mergeable[:, None], tf.equal(index, position))  # left of the pair
+            second = tf.logical_and(mergeable[:, None], tf.equal(index, position + 1))
+            following = tf.concat([symbols[:, 1:], tf.fill([symbols.nrows(), 1], "")], axis=1)
+            merged = tf.where(first.flat_values, tf.strings.join([symbols.flat_values, following.flat_values]),
+                              symbols.flat_values)
+            return tf.ragged.boolean_mask(symbols.with_flat_values(merged), tf.logical_not(second))
+
+        return tf.while_loop(
+            lambda s: has_merge(s),
+            step,
+            [symbols],
+            shape_invariants=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1, row_splits_dtype=tf.int64)],
+        )[0]
+
+    def _encode_words(self, words):
+        """`(words,)` strings → RaggedTensor `(words, (tokens))` int32."""
+        raw = tf.strings.bytes_split(words)  # (words, (bytes)), one byte per string
+        byte_values = tf.cast(tf.io.decode_raw(raw.flat_values, tf.uint8)[:, 0], tf.int32)
+        merged = self._merge(raw.with_flat_values(tf.gather(self._byte_to_char, byte_values)))
+        return merged.with_flat_values(self._token_ids.lookup(merged.flat_values))
+
+    def tokenize(self, text):
+        """`(batch,)` strings → RaggedTensor `(batch, (tokens))` int32 ids."""
+        text = tf.convert_to_tensor(text, tf.string)
+        if not self.special_tokens:
+            words = self._pre_split(text)
+            return words.with_flat_values(self._encode_words(words.flat_values)).merge_dims(1, 2)
+        pieces = self._tf_text.regex_split(text, self._special_pattern, self._special_pattern)  # (batch, (pieces))
+        special = self._special_table.lookup(pieces.flat_values)  # (pieces,), -1 for ordinary text
+        words = self._pre_split(tf.where(special >= 0, "", pieces.flat_values))  # special pieces: no words
+        ids = words.with_flat_values(self._encode_words(words.flat_values)).merge_dims(1, 2)  # (pieces, (tokens))
+        single = tf.ragged.boolean_mask(special[:, None], (special >= 0)[:, None])  # the special id, or nothing
+        return pieces.with_flat_values(tf.concat([ids, single], axis=1)).merge_dims(1, 2)
+
+    # === Ids → text ===
+
+    def detokenize(self, token_ids, mask=None, skip_special_tokens=True):
+        """`(batch, length)` ids (and an optional 0/1 mask of which to keep) → `(batch,)` UTF-8 strings.
+
+        Byte sequences that are not valid UTF-8 become U+FFFD, as `Tokenizer.decode` does.
+        """
+        token_ids = tf.cast(token_ids, tf.int32)
+        keep = tf.ones_like(token_ids, tf.bool) if mask is None else tf.cast(mask, tf.bool)
+        if skip_special_tokens and self.special_tokens:
+            is_special = tf.reduce_any(tf.equal(token_ids[..., None], self._special_ids), axis=-1)
+            keep = tf.logical_and(keep, tf.logical_not(is_special))
+        keep = tf.logical_and(keep, tf.logical_and(token_ids >= 0, token_ids < tf.shape(self._id_strings)[0]))
+        tokens = tf.ragged.boolean_mask(tf.gather(self._id_strings, tf.maximum(token_ids, 0)), keep)
+        text = tf.strings.reduce_join(tokens, axis=1)  # byte characters
+        chars = tf.strings.unicode_split(text, "UTF-8")
+        raw = tf.strings.reduce_join(chars.with_flat_values(self._char_to_byte.lookup(chars.flat_values)), axis=1)
+        return tf.strings.unicode_transcode(raw, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+
+
+def _pairs(symbols):
+    """Adjacent pairs "a b" of each row of a RaggedTensor of strings."""
+    return tf.strings.join([symbols[:, :-1], symbols[:, 1:]], separator=" ")
+
+
+def _re2_escape(text):
+    return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in text)
