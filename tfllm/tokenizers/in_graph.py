@@ -188,3 +188,8 @@ def _pairs(symbols):
 
 def _re2_escape(text):
     return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in text)
+
+
+def from_tokenizer(tokenizer):
+    """The in-graph tokenizer for a `tfllm.tokenizers.Tokenizer`, or NotImplementedError saying why not."""
+    return ByteLevelBPE.from_tokenizer(tokenizer)

@@ -1,0 +1,166 @@
+"""Checks of exported models: reload in a fresh process and compare with Keras; the graph's op set.
+
+`python -m tfllm.export.verify SAVED_MODEL REQUEST.json RESULT.npz` is the fresh-process half: it
+loads the SavedModel (after `import tensorflow_text`, as TF Serving links its ops), runs the request's
+signatures and writes their outputs.
+"""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+from tfllm.export import signatures as sig
+
+logger = logging.getLogger(__name__)
+
+# Ops no TF Serving build can run: Python callbacks, and XLA-only kernels (TF Serving runs no XLA).
+FORBIDDEN_OPS = frozenset({"PyFunc", "PyFuncStateless", "EagerPyFunc"})
+
+
+class ExportVerificationError(RuntimeError):
+    """An export did not reproduce the Keras model; nothing was written."""
+
+
+def keras_generate_text(model, tokenizer, prompts, max_new_tokens):
+    """What the `serving_default` signature must return: greedy `generate` + decode, as the pipeline does."""
+    batch = tokenizer(list(prompts), return_tensors="np", padding=True, padding_side="left")
+    ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens)
+    completions = []
+    for prompt_ids, row in zip(batch["input_ids"], np.asarray(ids)):
+        prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+        completions.append(tokenizer.decode(row, skip_special_tokens=True)[len(prompt_text):])
+    return completions
+
+
+def run_in_fresh_process(saved_model_dir, request):
+    """Runs `request` ({signature: {input: list}}) against a SavedModel in a new Python process.
+
+    Returns:
+        {signature: {output: numpy array}}.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        request_path = os.path.join(scratch, "request.json")
+        result_path = os.path.join(scratch, "result.npz")
+        with open(request_path, "w") as f:
+            json.dump(request, f)
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+        done = subprocess.run(
+            [sys.executable, "-m", "tfllm.export.verify", str(saved_model_dir), request_path, result_path],
+            capture_output=True, text=True, env=env,
+        )
+        if done.returncode != 0:
+            raise ExportVerificationError(
+                f"The exported SavedModel {saved_model_dir} failed to load or run in a fresh process:\n{done.stderr[-3000:]}"
+            )
+        with np.load(result_path, allow_pickle=False) as data:
+            result = {}
+            for key in data.files:
+                signature, output = key.split("/", 1)
+                result.setdefault(signature, {})[output] = data[key]
+            return result
+
+
+def _run_request(saved_model_dir, request_path, result_path):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the TF-Text ops the graph uses)
+
+    loaded = tf.saved_model.load(saved_model_dir)  # keep a reference while its functions run
+    defaults = signature_defaults(saved_model_dir)
+    with open(request_path) as f:
+        request = json.load(f)
+    arrays = {}
+    for signature, inputs in request.items():
+        function = loaded.signatures[signature]
+        specs = function.structured_input_signature[1]
+        feed = {name: tf.constant(value) for name, value in defaults.get(signature, {}).items()}
+        feed.update({name: tf.constant(value, specs[name].dtype) for name, value in inputs.items()})
+        for output, value in function(**feed).items():
+            value = value.numpy()
+            if value.dtype == object:
+                value = np.array([v.decode("utf-8", "replace") for v in value.reshape(-1)]).reshape(value.shape)
+            arrays[f"{signature}/{output}"] = value
+    np.savez(result_path, **arrays)
+
+
+def _read_saved_model(saved_model_dir):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    return saved
+
+
+def signature_defaults(saved_model_dir):
+    """The default input values each signature declares, as TF Serving fills them in for missing inputs.
+
+    Returns:
+        `{signature: {input: numpy value}}`.
+    """
+    import tensorflow as tf
+
+    meta_graph = _read_saved_model(saved_model_dir).meta_graphs[0]
+    return {
+        name: {key: tf.make_ndarray(value) for key, value in definition.defaults.items()}
+        for name, definition in meta_graph.signature_def.items()
+    }
+
+
+def op_report(saved_model_dir):
+    """The op types a SavedModel's graph and functions use, and those a TF Serving build cannot run.
+
+    Returns:
+        `{"ops": sorted op types, "forbidden": sorted op types that are Python callbacks, XLA-only,
+        or registered by neither TensorFlow core nor TF-Text}`.
+    """
+    from tensorflow.python.framework import op_def_registry
+
+    import tensorflow_text  # noqa: F401  (its ops are linked into TF Serving)
+
+    saved = _read_saved_model(saved_model_dir)
+    ops = set()
+    for meta_graph in saved.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    functions = {f.signature.name for mg in saved.meta_graphs for f in mg.graph_def.library.function}
+    ops -= functions  # calls of the graph's own functions
+    forbidden = {
+        op for op in ops
+        if op in FORBIDDEN_OPS or op.startswith("Xla") or op_def_registry.get(op) is None
+    }
+    return {"ops": sorted(ops), "forbidden": sorted(forbidden)}
+
+
+def check_saved_model(saved_model_dir, model, tokenizer, kind, prompts, max_new_tokens, logits_atol=1e-5):
+    """Reloads the export in a fresh process and compares it with the Keras model; raises on a mismatch."""
+    report = op_report(saved_model_dir)
+    if report["forbidden"]:
+        raise ExportVerificationError(f"The export uses ops TF Serving cannot run: {report['forbidden']}")
+    if kind != "causal_lm":
+        return
+    batch = tokenizer(list(prompts), return_tensors="np", padding=True, padding_side="left")
+    request = {
+        sig.SERVING_DEFAULT: {sig.TEXT: list(prompts), sig.MAX_NEW_TOKENS: max_new_tokens},
+        sig.LOGITS: {sig.INPUT_IDS: batch["input_ids"].tolist(), sig.ATTENTION_MASK: batch["attention_mask"].tolist()},
+    }
+    result = run_in_fresh_process(saved_model_dir, request)
+    expected = keras_generate_text(model, tokenizer, prompts, max_new_tokens)
+    got = [str(x) for x in result[sig.SERVING_DEFAULT][sig.COMPLETION]]
+    if got != expected:
+        raise ExportVerificationError(f"The SavedModel's greedy text differs from the Keras model's: {got} != {expected}")
+    keras_logits = np.asarray(model({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}))
+    diff = np.abs((result[sig.LOGITS][sig.LOGITS] - keras_logits) * batch["attention_mask"][:, :, None]).max()
+    if diff > logits_atol:
+        raise ExportVerificationError(f"The SavedModel's logits differ from the Keras model's by {diff:.3g} > {logits_atol}")
+    logger.info("Verified %s in a fresh process: greedy text equal, logits within %.2g", saved_model_dir, diff)
+    return {"logits_max_abs_diff": float(diff), "completions": got}
+
+
+if __name__ == "__main__":
+    _run_request(*sys.argv[1:4])
