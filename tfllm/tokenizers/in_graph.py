@@ -181,6 +181,70 @@ class ByteLevelBPE(tf.Module):
         return tf.strings.unicode_transcode(raw, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
 
 
+class WordPiece(tf.Module):
+    """BERT's WordPiece as TF-Text ops, normalized as transformers' `BertNormalizer` does.
+
+    Control characters are dropped, unicode spaces become spaces, accents are stripped after NFD and
+    text is lower-cased per character (one known difference from Python's `str.lower`: a final
+    capital sigma becomes "σ", not "ς").
+
+    Args:
+        vocabulary: dict token → id.
+        lowercase: lower-case and strip accents (uncased checkpoints).
+        unk_token, cls_token, sep_token: the special tokens.
+        max_length: longest output including `[CLS]` and `[SEP]`; longer inputs are truncated.
+    """
+
+    def __init__(self, vocabulary, lowercase=True, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                 max_length=512, name=None):
+        super().__init__(name=name)
+        import tensorflow_text
+
+        self.lowercase = lowercase
+        self.max_length = max_length
+        words = sorted(vocabulary, key=vocabulary.get)
+        table = tf.lookup.StaticVocabularyTable(
+            tf.lookup.KeyValueTensorInitializer(words, tf.range(len(words), dtype=tf.int64)), 1
+        )
+        self._tokenizer = tensorflow_text.BertTokenizer(
+            table, lower_case=False, token_out_type=tf.int64, unknown_token=unk_token
+        )
+        self._normalize_utf8 = tensorflow_text.normalize_utf8
+        self.cls_id, self.sep_id = vocabulary[cls_token], vocabulary[sep_token]
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer):
+        spec = json.loads(tokenizer.backend_tokenizer.to_str())
+        normalizer = spec.get("normalizer") or {}
+        if spec["model"].get("type") != "WordPiece" or normalizer.get("type") != "BertNormalizer":
+            raise NotImplementedError("In-graph WordPiece needs a BERT-style tokenizer (BertNormalizer + WordPiece).")
+        lowercase = bool(normalizer.get("lowercase", True))
+        if normalizer.get("strip_accents") not in (None, lowercase):
+            raise NotImplementedError("In-graph WordPiece strips accents exactly when it lower-cases.")
+        return cls(spec["model"]["vocab"], lowercase, spec["model"].get("unk_token", "[UNK]"), tokenizer.cls_token,
+                   tokenizer.sep_token, tokenizer.model_max_length or 512)
+
+    def _normalize(self, text):
+        text = tf.strings.regex_replace(text, r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\p{Cf}\x{FFFD}]", "")
+        text = tf.strings.regex_replace(text, r"\p{Zs}", " ")
+        if self.lowercase:
+            text = tf.strings.regex_replace(self._normalize_utf8(text, "NFD"), r"\p{Mn}", "")
+            text = tf.strings.lower(text, encoding="utf-8")
+        return text
+
+    def tokenize(self, text):
+        """`(batch,)` strings → RaggedTensor `(batch, (tokens))` int32 ids, without special tokens."""
+        ids = self._tokenizer.tokenize(self._normalize(tf.convert_to_tensor(text, tf.string)))
+        return tf.cast(ids.merge_dims(1, 2), tf.int32)
+
+    def encode(self, text):
+        """`(batch,)` strings → `[CLS] tokens [SEP]` as `(ids, mask)`, right-padded `(batch, longest)` int32."""
+        ids = self.tokenize(text)[:, : self.max_length - 2]
+        rows = ids.nrows()
+        ids = tf.concat([tf.fill([rows, 1], self.cls_id), ids, tf.fill([rows, 1], self.sep_id)], axis=1)
+        return ids.to_tensor(0), tf.ones_like(ids).to_tensor(0)
+
+
 def _pairs(symbols):
     """Adjacent pairs "a b" of each row of a RaggedTensor of strings."""
     return tf.strings.join([symbols[:, :-1], symbols[:, 1:]], separator=" ")
@@ -192,4 +256,7 @@ def _re2_escape(text):
 
 def from_tokenizer(tokenizer):
     """The in-graph tokenizer for a `tfllm.tokenizers.Tokenizer`, or NotImplementedError saying why not."""
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"].get("type")
+    if model == "WordPiece":
+        return WordPiece.from_tokenizer(tokenizer)
     return ByteLevelBPE.from_tokenizer(tokenizer)
