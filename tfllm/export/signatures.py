@@ -18,6 +18,7 @@ CLASSIFY = "classify"  # classifiers: text in, scores and label strings out
 # === TFLite / ONNX signature names (the prefill/decode pair LiteRT-LM and ai-edge-torch use) ===
 PREFILL = "prefill"
 DECODE = "decode"
+ENCODE = "encode"  # encoders (BERT): one fixed-length forward
 
 # === Input and output names ===
 TEXT = "text"
@@ -38,15 +39,35 @@ LABELS = "labels"
 TOKENS = "tokens"
 INPUT_POS = "input_pos"
 KV_CACHE = "kv_cache_{kind}_{layer}"  # kind "k" or "v"; one input and one output per layer
+# ONNX gives every value one name, so an updated cache cannot be called like its input.
+KV_CACHE_OUT = KV_CACHE + "_out"
+SEQUENCE_OUTPUT = "sequence_output"  # encoders: (batch, seq, hidden) final hidden states
+POOLED_OUTPUT = "pooled_output"  # BERT's tanh pooler on the first token
 
 # === Files ===
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 TOKENIZER_ASSETS = "assets.extra/tokenizer"
+ONNX_FILE = "{signature}.onnx"  # one file per signature inside the folder `tfllm.export.onnx` writes
 
 
 def kv_cache_name(kind, layer):
     """The TFLite/ONNX name of one layer's key ("k") or value ("v") cache."""
     return KV_CACHE.format(kind=kind, layer=layer)
+
+
+def kv_cache_output_name(kind, layer):
+    """The ONNX name of one layer's updated key ("k") or value ("v") cache."""
+    return KV_CACHE_OUT.format(kind=kind, layer=layer)
+
+
+def kv_cache_names(num_layers):
+    """Every cache input in ai-edge-torch's order: `kv_cache_k_0, kv_cache_v_0, kv_cache_k_1, ...`."""
+    return [kv_cache_name(kind, layer) for layer in range(num_layers) for kind in ("k", "v")]
+
+
+def onnx_file(signature):
+    """The file name of one signature of an ONNX export: `prefill.onnx`, `decode.onnx`, ..."""
+    return ONNX_FILE.format(signature=signature)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,6 @@ def atomic_version(export_base, version=None, overwrite=False):
         overwrite: replace an existing `version` instead of refusing.
     """
     base = Path(export_base)
-    base.mkdir(parents=True, exist_ok=True)
     version = next_version(base) if version is None else check_int("version", version, minimum=1)
     final = base / str(version)
     if final.exists() and not overwrite:
@@ -47,16 +46,32 @@ def atomic_version(export_base, version=None, overwrite=False):
             f"Invalid value for argument `version`. Expected a version that does not exist yet under {base} "
             f"(or overwrite=True / --overwrite). Received: version={version}, and {final} exists"
         )
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=base))
+    with atomic_folder(final, overwrite=True) as folder:
+        yield folder, version
+
+
+@contextlib.contextmanager
+def atomic_folder(path, overwrite=True):
+    """Yields an empty temporary folder next to `path`; on success it replaces `path` in one rename.
+
+    The temporary name is hidden and not a number, so TF Serving's version poller skips it.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"Invalid value for argument `path`. Expected a folder that does not exist yet (or overwrite=True / "
+            f"--overwrite). Received: path={str(path)!r}, which exists"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        target = staging / "model"
-        yield target, version
-        old = None
-        if final.exists():
-            old = staging / "replaced"
-            os.rename(final, old)
-        os.rename(target, final)
-        logger.info("Wrote %s", final)
+        target = staging / "export"
+        target.mkdir()
+        yield target
+        if path.exists():
+            os.rename(path, staging / "replaced")
+        os.rename(target, path)
+        logger.info("Wrote %s", path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -75,6 +90,9 @@ def atomic_file(path, overwrite=True):
     os.close(handle)
     try:
         yield Path(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make the published file private
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
