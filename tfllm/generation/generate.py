@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.errors import check_float, check_int, invalid_argument
+from tfllm.generation.beam import EARLY_STOPPING_CODES, compiled_beam_search
 from tfllm.generation.loop import _compiled, left_align
 
 
@@ -15,6 +16,22 @@ def _as_2d_int(name, value):
         raise invalid_argument(name, "a 2-D (batch_size, sequence_length) array of integers",
                                f"array of shape {array.shape} and dtype {array.dtype}")
     return array.astype(np.int32)
+
+
+def _check_beam_arguments(num_beams, length_penalty, early_stopping, num_return_sequences, do_sample):
+    num_beams = check_int("num_beams", num_beams, minimum=1)
+    if num_beams > 1 and do_sample:
+        raise NotImplementedError(
+            "Beam sampling (`num_beams` > 1 with `do_sample=True`) is not implemented; use beam search "
+            f"(do_sample=False) or sampling (num_beams=1). Received: num_beams={num_beams}, do_sample={do_sample!r}"
+        )
+    length_penalty = check_float("length_penalty", length_penalty)
+    if not (isinstance(early_stopping, bool) or (isinstance(early_stopping, str) and early_stopping == "never")):
+        raise invalid_argument("early_stopping", "True, False or 'never'", early_stopping)
+    num_return_sequences = check_int("num_return_sequences", num_return_sequences, minimum=1)
+    if num_return_sequences > num_beams:
+        raise invalid_argument("num_return_sequences", f"an integer <= num_beams ({num_beams})", num_return_sequences)
+    return num_beams, length_penalty, early_stopping, num_return_sequences
 
 
 def generate(
@@ -28,15 +45,18 @@ def generate(
     top_k=0,
     top_p=1.0,
     num_beams=1,
+    length_penalty=1.0,
+    early_stopping=False,
+    num_return_sequences=1,
     eos_token_id=None,
     pad_token_id=None,
     seed=None,
     jit_compile=False,
 ):
-    """Continues a batch of prompts with a causal language model.
+    """Continues a batch of prompts: greedy, sampling or beam search, token for token like transformers.
 
     Args:
-        model: a `tfllm.models.CausalLM`.
+        model: a model with `prefill` and `decode_step`, such as a `tfllm.models.CausalLM`.
         input_ids: `(batch_size, prompt_length)` token ids; rows may be padded on either side.
         attention_mask: `(batch_size, prompt_length)`, 1 for real tokens. Defaults to all ones.
         max_new_tokens: how many tokens to add (>= 1).
@@ -44,15 +64,30 @@ def generate(
         temperature: divides the logits before sampling (> 0).
         top_k: sample among the k most likely tokens; 0 disables.
         top_p: sample among the most likely tokens whose probability adds up to top_p, in (0, 1].
-        num_beams: 1 (beam search is not implemented yet).
+        num_beams: 1 for greedy decoding or sampling; more runs beam search with this many beams
+            (transformers' `_beam_search`, see `tfllm.generation.beam`). Not with `do_sample`.
+        length_penalty: beam search divides a finished hypothesis' log-probability by
+            `generated_length ** length_penalty` (eos included, prompt excluded); > 0 favours longer ones.
+        early_stopping: beam search stops an input once it has `num_beams` finished hypotheses (True),
+            once its best running beam cannot beat them at its current length (False), or at the
+            longest length it could reach when `length_penalty` > 0 ("never").
+        num_return_sequences: the best beams returned per prompt, in [1, num_beams].
         eos_token_id: stop a row when it produces this id. Defaults to the model's; -1 disables.
         pad_token_id: written after a row stopped. Defaults to the model's, else the eos id, else 0.
+            Beam search, like transformers', writes the eos id instead when this is 0.
         seed: an int making sampling repeat exactly; None draws a fresh seed.
         jit_compile: compile the loop with XLA.
 
     Returns:
-        `(batch_size, prompt_length + steps)` int32 tensor: the (left-aligned) prompts followed by
-        the new tokens; steps is `max_new_tokens` unless every row stopped earlier.
+        `(batch_size * num_return_sequences, prompt_length + steps)` int32 tensor: the (left-aligned)
+        prompts followed by the new tokens; steps is `max_new_tokens` unless every row stopped
+        earlier. Beam search returns each prompt's best hypotheses in consecutive rows, best first.
+
+    Example:
+
+    >>> ids = generate(model, [[464, 3290]], max_new_tokens=8, num_beams=4, num_return_sequences=2)
+    >>> ids.shape  # 2 hypotheses, prompt + up to 8 tokens
+    TensorShape([2, 10])
     """
     ids = _as_2d_int("input_ids", input_ids)
     mask = np.ones_like(ids) if attention_mask is None else _as_2d_int("attention_mask", attention_mask)
@@ -64,9 +99,8 @@ def generate(
     temperature = check_float("temperature", temperature, low=0.0, low_inclusive=False)
     top_k = check_int("top_k", top_k, minimum=0)
     top_p = check_float("top_p", top_p, low=0.0, high=1.0, low_inclusive=False)
-    num_beams = check_int("num_beams", num_beams, minimum=1)
-    if num_beams > 1:
-        raise NotImplementedError("Beam search (`num_beams` > 1) is not implemented yet; use num_beams=1.")
+    num_beams, length_penalty, early_stopping, num_return_sequences = _check_beam_arguments(
+        num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
     longest = int(mask.sum(axis=1).max())
     limit = getattr(model, "max_sequence_length", None)  # None: no position table (T5's relative bias)
     if limit is not None and longest + max_new_tokens > limit:
@@ -83,6 +117,11 @@ def generate(
         seed = random.randrange(2**31)
     seed = check_int("seed", seed, minimum=0)
     ids, mask = left_align(ids, mask)
+    if num_beams > 1:
+        fn = compiled_beam_search(model, num_beams, num_return_sequences, bool(jit_compile))
+        return fn(tf.constant(ids), tf.constant(mask), tf.constant(max_new_tokens, tf.int32),
+                  tf.constant(length_penalty, tf.float32), tf.constant(EARLY_STOPPING_CODES[early_stopping], tf.int32),
+                  tf.constant(eos, tf.int32), tf.constant(pad, tf.int32))
     fn = _compiled(model, bool(do_sample), bool(jit_compile))
     return fn(
         tf.constant(ids),

@@ -11,7 +11,9 @@ import tensorflow as tf
 
 from tfllm.generation.sampling import next_token
 
-_COMPILED = weakref.WeakKeyDictionary()  # model -> {(do_sample, jit_compile): tf.function}
+# model -> {key: tf.function}; `decode`'s keys are (do_sample, jit_compile), other modes' keys are
+# tuples that start with the mode's name (see `_compiled_for`).
+_COMPILED = weakref.WeakKeyDictionary()
 
 
 def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id):
@@ -83,6 +85,17 @@ def _compiled(model, do_sample, jit_compile):
             return decode(model_ref(), ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad)
 
         functions[key] = tf.function(run, input_signature=signature, jit_compile=jit_compile, reduce_retracing=True)
+    return functions[key]
+
+
+def _compiled_for(model, key, make):
+    """The function cached for `model` under `key`, built once by `make(model_ref)`.
+
+    `make` receives a weak reference to the model: the registry's value must not keep its key alive.
+    """
+    functions = _COMPILED.setdefault(model, {})
+    if key not in functions:
+        functions[key] = make(weakref.ref(model))
     return functions[key]
 
 

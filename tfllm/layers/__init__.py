@@ -8,6 +8,7 @@ from tfllm.layers.feedforward import FeedForward
 from tfllm.layers.masks import attention_mask, positions_from_mask, update_cache
 from tfllm.layers.norms import LayerNorm, RMSNorm
 from tfllm.layers.positions import RotaryEmbedding, SinusoidalPositionEncoding
+from tfllm.layers.relative_bias import RelativePositionBias, relative_position_bucket
 
 __all__ = [
     "ACTIVATIONS",
@@ -17,11 +18,13 @@ __all__ = [
     "MultiHeadAttention",
     "PositionEmbedding",
     "RMSNorm",
+    "RelativePositionBias",
     "RotaryEmbedding",
     "SinusoidalPositionEncoding",
     "TokenEmbedding",
     "attention_mask",
     "get_activation",
     "positions_from_mask",
+    "relative_position_bucket",
     "update_cache",
 ]

@@ -1,4 +1,4 @@
-"""The transformer decoder block: self-attention and feed-forward, each with a residual."""
+"""The transformer block: self-attention, optional cross-attention and feed-forward, each with a residual."""
 
 import keras
 
@@ -10,10 +10,12 @@ from tfllm.layers.norms import NORMS
 
 @keras.saving.register_keras_serializable(package="tfllm")
 class DecoderBlock(keras.layers.Layer):
-    """A causal transformer block, pre-norm (GPT-2, Llama) or post-norm (original Transformer).
+    """A transformer block, pre-norm (GPT-2, Llama, T5) or post-norm (original Transformer, BERT).
 
     Pre-norm: `h = x + attn(norm1(x)); y = h + ffn(norm2(h))`.
     Post-norm: `h = norm1(x + attn(x)); y = norm2(h + ffn(h))`.
+    With `cross_attention=True` (an encoder-decoder's decoder, T5) a cross-attention sublayer to a
+    `context` sits between the two, with its own norm and residual, in the same pre/post order.
 
     Args:
         num_heads: query heads.
@@ -32,6 +34,9 @@ class DecoderBlock(keras.layers.Layer):
         rotary_max_wavelength: rotary base if the block uses rotary embeddings, else None.
         rotary_scaling_factor: linear scaling of rotary positions.
         initializer_range: standard deviation of the kernels' normal initializer.
+        cross_attention: add the cross-attention sublayer (`cross_attention_norm`, `cross_attention`).
+        attention_scale: multiplies the query-key scores of both attentions. Defaults to
+            `1 / sqrt(head_dim)` (T5 uses 1.0).
 
     Call arguments:
         inputs: `(batch_size, sequence_length, hidden_dim)`.
@@ -39,8 +44,16 @@ class DecoderBlock(keras.layers.Layer):
         positions: `(batch_size, sequence_length)` int positions (for rotary embeddings).
         cache: `(batch_size, 2, cache_length, num_key_value_heads, head_dim)` or None.
         cache_index: where this call's keys and values are written into `cache`.
-        return_attention_scores: also return the attention probabilities.
+        return_attention_scores: also return the self-attention probabilities.
         training: enables dropout.
+        attention_bias: added to the self-attention scores, broadcastable to `(batch_size,
+            num_heads, sequence_length, key_length)` (T5's relative position bias).
+        context: `(batch_size, context_length, hidden_dim)` the cross-attention attends to (an
+            encoder's output); not needed when `cross_cache` is given.
+        context_mask: `(batch_size, sequence_length or 1, context_length)` bool, True for real
+            context positions. None attends to every position.
+        cross_cache: `(batch_size, 2, context_length, num_key_value_heads, head_dim)`, the context's
+            keys and values from `cross_attention.context_cache(context)`, computed once for decoding.
 
     Returns:
         `(batch_size, sequence_length, hidden_dim)`; with a cache, `(outputs, cache)`; with
@@ -66,6 +79,8 @@ class DecoderBlock(keras.layers.Layer):
         rotary_max_wavelength=None,
         rotary_scaling_factor=1.0,
         initializer_range=0.02,
+        cross_attention=False,
+        attention_scale=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -85,23 +100,36 @@ class DecoderBlock(keras.layers.Layer):
         self.rotary_max_wavelength = rotary_max_wavelength
         self.rotary_scaling_factor = rotary_scaling_factor
         self.initializer_range = initializer_range
+        self.attention_scale = attention_scale
 
         # === Layers ===
-        self.attention_norm = NORMS[norm](epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm")
-        self.attention = MultiHeadAttention(
-            num_heads,
-            hidden_dim,
+        attention_kwargs = dict(
             num_key_value_heads=num_key_value_heads,
             head_dim=head_dim,
             use_bias=self.attention_bias,
             output_bias=use_bias,
             dropout=dropout,
+            initializer_range=initializer_range,
+            scale=attention_scale,
+            dtype=self.dtype_policy,
+        )
+        self.attention_norm = NORMS[norm](epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm")
+        self.attention = MultiHeadAttention(
+            num_heads,
+            hidden_dim,
             rotary_max_wavelength=rotary_max_wavelength,
             rotary_scaling_factor=rotary_scaling_factor,
-            initializer_range=initializer_range,
-            dtype=self.dtype_policy,
             name="attention",
+            **attention_kwargs,
         )
+        self.cross_attention_norm = self.cross_attention = None
+        if cross_attention:
+            self.cross_attention_norm = NORMS[norm](
+                epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="cross_attention_norm"
+            )
+            self.cross_attention = MultiHeadAttention(
+                num_heads, hidden_dim, cross_attention=True, name="cross_attention", **attention_kwargs
+            )
         self.ffn_norm = NORMS[norm](epsilon=layer_norm_epsilon, dtype=self.dtype_policy, name="ffn_norm")
         self.ffn = FeedForward(
             hidden_dim,
@@ -119,33 +147,53 @@ class DecoderBlock(keras.layers.Layer):
     def build(self, input_shape):
         for layer in (self.attention_norm, self.attention, self.ffn_norm, self.ffn):
             layer.build(input_shape)
+        if self.cross_attention is not None:
+            self.cross_attention_norm.build(input_shape)
+            self.cross_attention.build(input_shape, (None, None, self.hidden_dim))
         self.built = True
 
     def call(
         self, inputs, attention_mask=None, positions=None, cache=None, cache_index=0, return_attention_scores=False,
-        training=None,
+        training=None, attention_bias=None, context=None, context_mask=None, cross_cache=None,
     ):
-        attention_input = self.attention_norm(inputs) if self.norm_first else inputs
         attended = self.attention(
-            attention_input,
+            self.attention_norm(inputs) if self.norm_first else inputs,
             attention_mask=attention_mask,
             positions=positions,
             cache=cache,
             cache_index=cache_index,
+            attention_bias=attention_bias,
             return_attention_scores=return_attention_scores,
             training=training,
         )
         extra = ()
         if cache is not None or return_attention_scores:
             attended, *extra = attended
-        x = inputs + self.residual_dropout(attended, training=training)
-        if not self.norm_first:
-            x = self.attention_norm(x)
-        ffn_input = self.ffn_norm(x) if self.norm_first else x
-        x = x + self.residual_dropout(self.ffn(ffn_input, training=training), training=training)
-        if not self.norm_first:
-            x = self.ffn_norm(x)
+        x = self._residual(inputs, attended, self.attention_norm, training)
+        if self.cross_attention is not None:
+            if context is None and cross_cache is None:
+                raise ValueError(
+                    "Invalid value for argument `context`. Expected the encoder output (or a `cross_cache`) for "
+                    "a block with cross_attention=True. Received: context=None"
+                )
+            attended = self.cross_attention(
+                self.cross_attention_norm(x) if self.norm_first else x,
+                attention_mask=context_mask,
+                cache=cross_cache,
+                context=context,
+                training=training,
+            )
+            if cross_cache is not None:
+                attended = attended[0]  # the cross cache comes back unchanged
+            x = self._residual(x, attended, self.cross_attention_norm, training)
+        x = self._residual(x, self.ffn(self.ffn_norm(x) if self.norm_first else x, training=training), self.ffn_norm,
+                           training)
         return (x, *extra) if extra else x
+
+    def _residual(self, x, branch, norm, training):
+        """`x + dropout(branch)`, normalized after the sum in a post-norm block."""
+        x = x + self.residual_dropout(branch, training=training)
+        return x if self.norm_first else norm(x)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -169,5 +217,7 @@ class DecoderBlock(keras.layers.Layer):
             rotary_max_wavelength=self.rotary_max_wavelength,
             rotary_scaling_factor=self.rotary_scaling_factor,
             initializer_range=self.initializer_range,
+            cross_attention=self.cross_attention is not None,
+            attention_scale=self.attention_scale,
         )
         return config

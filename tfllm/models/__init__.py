@@ -14,7 +14,9 @@ from tfllm.models.causal_lm import CausalLM
 from tfllm.models.bert import BertBackbone, BertMaskedLM, BertSequenceClassification
 from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
 from tfllm.models.llama import LlamaBackbone, LlamaCausalLM
+from tfllm.models.t5 import T5Backbone, T5Seq2SeqLM
 
 __all__ = ["AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForSeq2SeqLM",
            "AutoModelForSequenceClassification", "BertBackbone", "BertMaskedLM", "BertSequenceClassification",
-           "LlamaBackbone", "LlamaCausalLM", "CausalLM", "Config", "GPT2Backbone", "GPT2CausalLM", "get_family"]
+           "LlamaBackbone", "LlamaCausalLM", "CausalLM", "Config", "GPT2Backbone", "GPT2CausalLM", "T5Backbone",
+           "T5Seq2SeqLM", "get_family"]

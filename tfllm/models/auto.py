@@ -1,13 +1,14 @@
 """`AutoConfig` and `AutoModel*`: dispatch on the `model_type` of a folder's `config.json`."""
 
 from tfllm.checkpoints import load_config
-from tfllm.models import bert, gpt2, llama, pretrained
+from tfllm.models import bert, gpt2, llama, pretrained, t5
 
 # One line per family package; a family may serve several model_types (see `aliases`).
 _FAMILY_LIST = (
     bert.FAMILY,
     gpt2.FAMILY,
     llama.FAMILY,
+    t5.FAMILY,
 )
 FAMILIES = {}
 for _family in _FAMILY_LIST:

@@ -2,6 +2,7 @@
 
 import tensorflow as tf
 
+from tfllm.models.decoder import task_outputs
 from tfllm.models.inputs import unpack_inputs
 from tfllm.models.task import TaskModel
 
@@ -22,9 +23,12 @@ class CausalLM(TaskModel):
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
         training: enables dropout.
+        output_attentions: also return every layer's attention probabilities.
+        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, vocabulary_size)` logits.
+        `(batch_size, sequence_length, vocabulary_size)` logits; with either flag, a dict with
+        `"logits"` and `"hidden_states"` and/or `"attentions"` (see `tfllm.models.decoder.run_blocks`).
     """
 
     task = "causal_lm"
@@ -36,10 +40,17 @@ class CausalLM(TaskModel):
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
         token_ids, padding_mask = unpack_inputs(inputs)
-        hidden = self.backbone.forward(token_ids, padding_mask, training=training)
-        return self.compute_logits(hidden)
+        outputs = self.backbone.forward(
+            token_ids,
+            padding_mask,
+            training=training,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        hidden = outputs["last_hidden_state"] if isinstance(outputs, dict) else outputs
+        return task_outputs(self.compute_logits(hidden), outputs)
 
     def compute_logits(self, hidden):
         """`(batch_size, length, hidden_dim)` hidden states → `(batch_size, length, vocabulary_size)` logits."""

@@ -1,14 +1,83 @@
-"""The decoder-only backbone shared by GPT-2 and Llama: embed, decoder blocks, a final norm."""
+"""The decoder-only backbone shared by GPT-2 and Llama: embed, decoder blocks, a final norm.
 
-import keras
+Also the block loop every backbone (BERT's too) runs, which collects what transformers returns
+for `output_attentions=True` and `output_hidden_states=True`.
+"""
+
 import tensorflow as tf
 
 from tfllm.layers import attention_mask, positions_from_mask
-from tfllm.models import pretrained
+from tfllm.models.backbone import Backbone
 from tfllm.models.inputs import unpack_inputs
 
 
-class DecoderBackbone(keras.Model):
+# Keys a model's output dict gains with `output_hidden_states=True` / `output_attentions=True`.
+INSPECTION_KEYS = ("hidden_states", "attentions")
+
+
+def run_blocks(blocks, x, final_norm=None, cache=None, output_attentions=False, output_hidden_states=False, **kwargs):
+    """Runs `x` through `blocks` (and `final_norm`), collecting what transformers' `output_*` flags return.
+
+    Args:
+        blocks: the `DecoderBlock`s, in order.
+        x: `(batch_size, length, hidden_dim)` embeddings.
+        final_norm: the norm after the last block, if any.
+        cache: tuple of per-block caches, or None for a full pass.
+        output_attentions: collect each block's attention probabilities.
+        output_hidden_states: collect the embeddings and each block's output.
+        **kwargs: passed to every block (`attention_mask`, `positions`, `cache_index`, `training`).
+
+    Returns:
+        A dict with `"last_hidden_state"` (after `final_norm`); `"cache"`, the updated caches, when
+        `cache` is given; `"hidden_states"`, `num_layers + 1` tensors `(batch_size, length,
+        hidden_dim)`: the embeddings, then each block's output, the last one after `final_norm`
+        (transformers' convention); `"attentions"`, `num_layers` tensors `(batch_size, num_heads,
+        length, key_length)` of probabilities.
+    """
+    hidden_states, attentions, new_cache = [x], [], []
+    for i, block in enumerate(blocks):
+        outputs = block(
+            x, cache=None if cache is None else cache[i], return_attention_scores=output_attentions, **kwargs
+        )
+        if cache is None and not output_attentions:
+            outputs = (outputs,)
+        x = outputs[0]
+        if cache is not None:
+            new_cache.append(outputs[1])
+        if output_attentions:
+            attentions.append(outputs[-1])
+        hidden_states.append(x)
+    if final_norm is not None:
+        x = final_norm(x)
+        hidden_states[-1] = x
+    result = {"last_hidden_state": x}
+    if cache is not None:
+        result["cache"] = tuple(new_cache)
+    if output_hidden_states:
+        result["hidden_states"] = tuple(hidden_states)
+    if output_attentions:
+        result["attentions"] = tuple(attentions)
+    return result
+
+
+def task_outputs(logits, backbone_outputs):
+    """A task model's result: `logits` alone, or a dict with the backbone's inspection outputs added.
+
+    Args:
+        logits: the head's output.
+        backbone_outputs: the backbone's dict (or a tensor, which has nothing to add).
+
+    Returns:
+        `logits` when `backbone_outputs` holds none of `INSPECTION_KEYS`, else `{"logits": logits,
+        "hidden_states": ..., "attentions": ...}` with the keys that are there.
+    """
+    extras = {}
+    if isinstance(backbone_outputs, dict):
+        extras = {key: backbone_outputs[key] for key in INSPECTION_KEYS if key in backbone_outputs}
+    return {"logits": logits, **extras} if extras else logits
+
+
+class DecoderBackbone(Backbone):
     """Base of decoder-only backbones: token ids and padding mask in, final hidden states out.
 
     A subclass creates `token_embedding`, `embeddings_dropout`, `transformer_layers` (a list of
@@ -18,9 +87,12 @@ class DecoderBackbone(keras.Model):
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
         training: enables dropout.
+        output_attentions: also return every layer's attention probabilities.
+        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, hidden_dim)` hidden states.
+        `(batch_size, sequence_length, hidden_dim)` hidden states; with either flag, a dict with
+        `"last_hidden_state"` and `"hidden_states"` and/or `"attentions"` (see `run_blocks`).
     """
 
     model_type = None
@@ -35,18 +107,24 @@ class DecoderBackbone(keras.Model):
         self.layer_norm.build(hidden_shape)
         self.built = True
 
-    def build_from_config(self, config):
-        self.build()
-
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
         token_ids, padding_mask = unpack_inputs(inputs)
-        return self.forward(token_ids, padding_mask, training=training)
+        return self.forward(
+            token_ids,
+            padding_mask,
+            training=training,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
 
     def embed(self, token_ids, positions):
         """`(batch_size, length)` token ids and positions → `(batch_size, length, hidden_dim)`."""
         return self.token_embedding(token_ids)
 
-    def forward(self, token_ids, padding_mask, cache=None, cache_index=0, training=None):
+    def forward(
+        self, token_ids, padding_mask, cache=None, cache_index=0, training=None, output_attentions=False,
+        output_hidden_states=False,
+    ):
         """The one forward pass, full or incremental.
 
         Args:
@@ -57,35 +135,37 @@ class DecoderBackbone(keras.Model):
                 or None.
             cache_index: position of `token_ids[:, 0]` in the cache.
             training: enables dropout.
+            output_attentions: also return every layer's attention probabilities.
+            output_hidden_states: also return the embeddings and every layer's output.
 
         Returns:
-            Hidden states `(batch_size, length, hidden_dim)`, and with a cache the updated cache.
+            Hidden states `(batch_size, length, hidden_dim)`, and with a cache the updated cache;
+            with either `output_*` flag, the dict of `run_blocks`.
         """
         length = tf.shape(token_ids)[1]
-        positions = positions_from_mask(padding_mask)[:, cache_index : cache_index + length]
+        # A gather, not a slice: a slice of run-time size breaks shape inference under XLA.
+        positions = tf.gather(positions_from_mask(padding_mask), cache_index + tf.range(length), axis=1)
         mask = attention_mask(padding_mask, length, cache_index)  # (B, T, S)
         x = self.embeddings_dropout(self.embed(token_ids, positions), training=training)
-        new_cache = []
-        for i, block in enumerate(self.transformer_layers):
-            if cache is None:
-                x = block(x, attention_mask=mask, positions=positions, training=training)
-            else:
-                x, layer_cache = block(x, attention_mask=mask, positions=positions, cache=cache[i], cache_index=cache_index)
-                new_cache.append(layer_cache)
-        x = self.layer_norm(x)
-        return x if cache is None else (x, tuple(new_cache))
+        outputs = run_blocks(
+            self.transformer_layers,
+            x,
+            final_norm=self.layer_norm,
+            cache=cache,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            attention_mask=mask,
+            positions=positions,
+            cache_index=cache_index,
+            training=training,
+        )
+        if output_attentions or output_hidden_states:
+            return outputs
+        x = outputs["last_hidden_state"]
+        return x if cache is None else (x, outputs["cache"])
 
     def init_cache(self, batch_size, cache_length):
         """A zero cache: `num_layers` tensors `(batch_size, 2, cache_length, num_key_value_heads, head_dim)`."""
         attention = self.transformer_layers[0].attention
         shape = [batch_size, 2, cache_length, attention.num_key_value_heads, attention.head_dim]
         return tuple(tf.zeros(shape, self.compute_dtype) for _ in self.transformer_layers)
-
-    @classmethod
-    def from_pretrained(cls, folder):
-        """Loads the base model (no head) from a Hugging Face folder of this family."""
-        return pretrained.from_pretrained(folder, "backbone", expected_model_type=cls.model_type)
-
-    def save_pretrained(self, folder):
-        """Writes the base model as a Hugging Face folder that transformers loads."""
-        pretrained.save_pretrained(self, folder)

@@ -88,7 +88,10 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
                 f"`{family.model_type}` models have no `{task}` task in tfllm. Supported: {sorted(family.tasks)}"
             )
         task_class = family.tasks[task]
-        model = task_class(backbone=backbone, **{**_accepted(task_class, config_task_kwargs), **task_kwargs})
+        config_kwargs = _accepted(task_class, config_task_kwargs)
+        if "num_labels" in task_kwargs and "id2label" not in task_kwargs:
+            config_kwargs.pop("id2label", None)  # a new label count gets default names, as in transformers
+        model = task_class(backbone=backbone, **{**config_kwargs, **task_kwargs})
     build_model(model)
     state_dict = strip_prefix(read_state_dict(folder), family.hf_prefix)
     entries = family.weight_table(backbone)

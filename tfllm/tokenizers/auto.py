@@ -8,7 +8,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 from tokenizers import models
 
-from tfllm.tokenizers import bpe, wordpiece
+from tfllm.tokenizers import _utils, bpe, sentencepiece, wordpiece
 from tfllm.tokenizers.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -19,11 +19,10 @@ _BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast")
 # transformers writes int(1e30) for "no limit".
 _NO_LIMIT = 10**18
 _NOT_YET = {
-    "spiece.model": "SentencePiece tokenizers",
     "tokenizer.model": "SentencePiece tokenizers",
     "sentencepiece.bpe.model": "SentencePiece tokenizers",
 }
-_LOOKED_FOR = ("tokenizer.json", "vocab.json + merges.txt", "vocab.txt", *_NOT_YET)
+_LOOKED_FOR = ("tokenizer.json", "vocab.json + merges.txt", "vocab.txt", "spiece.model", *_NOT_YET)
 _INIT_ARGS = (
     *_SPECIAL_KEYS,
     "model_max_length",
@@ -39,7 +38,9 @@ class AutoTokenizer:
     `vocab.json` + `merges.txt` (built as `transformers.GPT2TokenizerFast`
     builds it); WordPiece (BERT style) from `vocab.txt` (built as
     `transformers.BertTokenizerFast` builds it, reading `do_lower_case`,
-    `strip_accents` and `tokenize_chinese_chars`). `tokenizer_config.json` and `special_tokens_map.json` are read
+    `strip_accents` and `tokenize_chinese_chars`); SentencePiece Unigram (T5)
+    from `spiece.model` (built as `transformers.T5TokenizerFast` converts it, see
+    `tfllm.tokenizers.sentencepiece`). `tokenizer_config.json` and `special_tokens_map.json` are read
     for special tokens, `model_max_length`, `padding_side`, `add_bos_token`,
     `add_prefix_space` and `added_tokens_decoder`.
 
@@ -84,7 +85,7 @@ class AutoTokenizer:
         folder = os.fspath(folder)
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"Tokenizer folder not found: {folder!r}")
-        config = _read_config(folder)
+        config = sentencepiece.with_t5_defaults(_read_config(folder), os.listdir(folder))
         backend = _load_backend(folder, config)
         _add_config_tokens(backend, config)
         init = _init_kwargs(config, backend)
@@ -128,11 +129,14 @@ def _load_backend(folder, config):
         )
     if has("vocab.txt"):
         return wordpiece.wordpiece_from_vocab(os.path.join(folder, "vocab.txt"), config)
+    if has("spiece.model"):
+        return sentencepiece.t5_backend(os.path.join(folder, "spiece.model"), config)
     for name, kind in _NOT_YET.items():
         if has(name):
             raise NotImplementedError(
                 f"{kind} ({name} in {folder!r}) are not supported yet. Supported: "
-                "tokenizer.json, vocab.json + merges.txt (byte-level BPE), or vocab.txt (WordPiece)."
+                "tokenizer.json, vocab.json + merges.txt (byte-level BPE), vocab.txt (WordPiece), or "
+                "spiece.model (SentencePiece Unigram, T5)."
             )
     raise FileNotFoundError(
         f"No tokenizer files in {folder!r}. Looked for: {', '.join(_LOOKED_FOR)}. "
@@ -200,4 +204,5 @@ def _init_kwargs(config, backend):
     for key in ("padding_side", "add_bos_token", "clean_up_tokenization_spaces"):
         if key in config:
             init[key] = config[key]
+    init.update(_utils.folder_init_kwargs(config, backend))  # model_input_names, sep/cls/mask tokens
     return init

@@ -13,11 +13,13 @@ from tfllm.tokenizers import _utils
 
 logger = logging.getLogger(__name__)
 
-_SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
+_SPECIAL_TOKEN_NAMES = (
+    "bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"
+)
 
 
 class Tokenizer:
-    """Turns text into model inputs (`input_ids`, `attention_mask`) and ids back into text.
+    """Turns text (and text pairs) into model inputs and ids back into text.
 
     It wraps a fast `tokenizers.Tokenizer` (the backend; a private copy is
     kept) and behaves like a `transformers` fast tokenizer: same ids, same
@@ -35,6 +37,9 @@ class Tokenizer:
         eos_token: End-of-sequence token, or `None`.
         unk_token: Unknown token, or `None`.
         pad_token: Padding token, or `None` (see above).
+        sep_token: Separator token (BERT's `[SEP]`), or `None`.
+        cls_token: Classifier token (BERT's `[CLS]`), or `None`.
+        mask_token: Mask token (BERT's `[MASK]`, used by the fill-mask pipeline), or `None`.
         padding_side: `"right"` or `"left"`; where padding goes by default.
             Use `"left"` for batched generation with decoder-only models.
         model_max_length: The longest sequence the model accepts, or `None`.
@@ -46,6 +51,9 @@ class Tokenizer:
             `False` the backend's own post-processor is kept.
         clean_up_tokenization_spaces: Whether `decode` removes spaces before
             punctuation, as `transformers` does when this is set.
+        model_input_names: The inputs the model takes, as `transformers`'
+            `model_input_names`; `token_type_ids` is returned by default when
+            listed. Default: `("input_ids", "attention_mask")`.
 
     Special tokens named here that the backend does not yet know as added
     tokens are added as special tokens, as `transformers` does.
@@ -59,6 +67,8 @@ class Tokenizer:
     (2, 2)
     >>> tokenizer.decode(tokenizer.encode("hello world"))
     'hello world'
+    >>> tokenizer("hello", "hello", return_token_type_ids=True)["token_type_ids"]
+    [0, 1]
     """
 
     def __init__(
@@ -69,10 +79,14 @@ class Tokenizer:
         eos_token=None,
         unk_token=None,
         pad_token=None,
+        sep_token=None,
+        cls_token=None,
+        mask_token=None,
         padding_side="right",
         model_max_length=None,
         add_bos_token=False,
         clean_up_tokenization_spaces=False,
+        model_input_names=None,
     ):
         self._tokenizer = copy.deepcopy(tokenizer)
         # Per-call padding/truncation are done here, never by backend state.
@@ -82,10 +96,16 @@ class Tokenizer:
         self.eos_token = eos_token
         self.unk_token = unk_token
         self.pad_token = pad_token
+        self.sep_token = sep_token
+        self.cls_token = cls_token
+        self.mask_token = mask_token
         self.padding_side = padding_side
         self.model_max_length = _utils.check_max_length(model_max_length, "model_max_length")
         self.add_bos_token = bool(add_bos_token)
         self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self.model_input_names = _utils.check_model_input_names(
+            _utils.WITHOUT_TOKEN_TYPES if model_input_names is None else model_input_names
+        )
         self._warned_pad_fallback = False
         self._add_missing_special_tokens()
         if self.add_bos_token:
@@ -139,6 +159,21 @@ class Tokenizer:
         """Id of `pad_token`, or `None` (padding then uses `eos_token_id`)."""
         return self._token_id(self.pad_token)
 
+    @property
+    def sep_token_id(self):
+        """Id of `sep_token`, or `None`."""
+        return self._token_id(self.sep_token)
+
+    @property
+    def cls_token_id(self):
+        """Id of `cls_token`, or `None`."""
+        return self._token_id(self.cls_token)
+
+    @property
+    def mask_token_id(self):
+        """Id of `mask_token`, or `None`."""
+        return self._token_id(self.mask_token)
+
     def _token_id(self, token):
         return None if token is None else self._tokenizer.token_to_id(token)
 
@@ -191,15 +226,19 @@ class Tokenizer:
 
     # === Encoding ===
 
-    def encode(self, text, add_special_tokens=True):
-        """Returns the token ids of one string as a list of ints."""
+    def encode(self, text, text_pair=None, add_special_tokens=True):
+        """Returns the token ids of one string (or of one pair of strings) as a list of ints."""
         if not isinstance(text, str):
             raise _utils.invalid("text", "a string", text)
-        return self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        if text_pair is not None and not isinstance(text_pair, str):
+            raise _utils.invalid("text_pair", "a string or None", text_pair)
+        # An empty text_pair encodes as no pair, as in transformers.
+        return self._tokenizer.encode(text, text_pair or None, add_special_tokens=add_special_tokens).ids
 
     def __call__(
         self,
         text,
+        text_pair=None,
         *,
         return_tensors=None,
         padding=False,
@@ -207,33 +246,45 @@ class Tokenizer:
         max_length=None,
         add_special_tokens=True,
         padding_side=None,
+        return_token_type_ids=None,
     ):
-        """Tokenizes a string or a batch of strings.
+        """Tokenizes a string, a pair of strings, or a batch of either.
 
         Args:
-            text: A string or a list of strings.
+            text: A string, a list of strings, or a list of `(text, text_pair)` pairs.
+            text_pair: The second sequence of each pair: a string when `text`
+                is a string, a list of strings (one per text) when it is a list.
+                Pairs are joined by the tokenizer's template, e.g. BERT's
+                `[CLS] A [SEP] B [SEP]`.
             return_tensors: `None` for Python lists, `"np"` for int32 numpy
                 arrays, `"tf"` for int32 `tf.Tensor`s. With tensors a single
                 string gives a batch of one; with `None` it gives flat lists.
             padding: `False`; `True` or `"longest"` (pad to the longest in the
                 batch); `"max_length"` (pad to `max_length`, or to
                 `model_max_length` when `max_length` is `None`).
-            truncation: `True` cuts sequences (special tokens included) to
-                `max_length`, or to `model_max_length` when it is `None`.
+            truncation: `True` or `"longest_first"` cuts sequences (special
+                tokens included) to `max_length`, or to `model_max_length` when
+                it is `None`, shortening the longer sequence of a pair first;
+                `"only_first"` / `"only_second"` cut one sequence of a pair only.
             max_length: Length used by truncation and `padding="max_length"`.
             add_special_tokens: Whether to add the post-processor's special
-                tokens (e.g. bos when `add_bos_token`).
+                tokens (e.g. BERT's `[CLS]` and `[SEP]`, bos when `add_bos_token`).
             padding_side: `"left"` or `"right"`; defaults to `self.padding_side`.
+            return_token_type_ids: Whether to return `token_type_ids` (0 for
+                the first sequence, 1 for the second); `None` returns them when
+                `model_input_names` lists them (BERT: yes, GPT-2: no), as
+                `transformers` does.
 
         Returns:
-            A dict with `"input_ids"` and `"attention_mask"`, each of shape
-            `(batch_size, sequence_length)` when tensors are returned.
+            A dict with `"input_ids"`, `"token_type_ids"` (see above) and
+            `"attention_mask"`, each of shape `(batch_size, sequence_length)`
+            when tensors are returned.
 
         Raises:
             ValueError: For an invalid argument, or when a batch of unequal
                 lengths is to be returned as tensors without padding.
         """
-        texts, is_single = _utils.as_text_batch(text)
+        inputs, is_single, is_pair = _utils.as_text_inputs(text, text_pair)
         padding = _utils.check_padding(padding)
         truncation = _utils.check_truncation(truncation)
         max_length = _utils.check_max_length(max_length)
@@ -241,16 +292,20 @@ class Tokenizer:
         side = self.padding_side
         if padding_side is not None:
             side = _utils.check_one_of("padding_side", padding_side, _utils.PADDING_SIDES)
+        with_types = _utils.check_return_token_type_ids(return_token_type_ids)
+        if with_types is None:
+            with_types = "token_type_ids" in self.model_input_names
 
         limit = self._length_limit(max_length, truncation, padding)
-        rows = self._encode_rows(texts, add_special_tokens, limit if truncation else None)
-        lengths = [len(row) for row in rows]
-        if padding is None:
-            batch = {"input_ids": rows, "attention_mask": [[1] * n for n in lengths]}
-        else:
-            target = limit if padding == "max_length" else max(lengths, default=0)
-            ids, mask = _utils.pad_batch(rows, target, self._padding_id(), side)
-            batch = {"input_ids": ids, "attention_mask": mask}
+        encodings = self._encode_rows(inputs, is_pair, add_special_tokens, truncation, limit)
+        batch = {"input_ids": [e.ids for e in encodings]}
+        if with_types:
+            batch["token_type_ids"] = [e.type_ids for e in encodings]
+        batch["attention_mask"] = [[1] * len(e.ids) for e in encodings]
+        if padding is not None:
+            target = limit if padding == "max_length" else max((len(e.ids) for e in encodings), default=0)
+            pad_values = {"input_ids": self._padding_id(), "token_type_ids": 0, "attention_mask": 0}
+            batch = {k: _utils.pad_rows(rows, target, pad_values[k], side) for k, rows in batch.items()}
 
         if return_tensors is None:
             return {k: v[0] for k, v in batch.items()} if is_single else batch
@@ -270,27 +325,13 @@ class Tokenizer:
                 )
         return limit
 
-    def _encode_rows(self, texts, add_special_tokens, truncate_to):
-        backend = self._tokenizer
-        if truncate_to is None:
-            encodings = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
-            return [e.ids for e in encodings]
-        # Truncate the text's tokens first, then add special tokens, so the
-        # total is `truncate_to` and trailing special tokens survive (as in HF).
-        num_special = backend.num_special_tokens_to_add(False) if add_special_tokens else 0
-        if truncate_to < num_special:
-            raise _utils.invalid(
-                "max_length",
-                f"at least {num_special} (the special tokens added to every sequence)",
-                truncate_to,
-            )
-        rows = []
-        for encoding in backend.encode_batch(texts, add_special_tokens=False):
-            encoding.truncate(truncate_to - num_special)
-            if add_special_tokens:
-                encoding = backend.post_process(encoding, add_special_tokens=True)
-            rows.append(encoding.ids)
-        return rows
+    def _encode_rows(self, inputs, is_pair, add_special_tokens, truncation, limit):
+        """Returns one `tokenizers.Encoding` per input (a string or a pair), truncated as asked."""
+        if truncation is None:
+            return self._tokenizer.encode_batch(inputs, add_special_tokens=add_special_tokens)
+        return _utils.encode_truncated(
+            self._tokenizer, inputs, is_pair, add_special_tokens, truncation, limit
+        )
 
     def _padding_id(self):
         if self.pad_token_id is not None:
@@ -331,8 +372,8 @@ class Tokenizer:
         """Returns the `tokenizer_config.json` content this tokenizer saves."""
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
-            # Without this, PreTrainedTokenizerFast also returns token_type_ids.
-            "model_input_names": ["input_ids", "attention_mask"],
+            # PreTrainedTokenizerFast returns token_type_ids unless this leaves them out.
+            "model_input_names": list(self.model_input_names),
             "padding_side": self.padding_side,
             "add_bos_token": self.add_bos_token,
             "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
@@ -380,4 +421,5 @@ class Tokenizer:
             f"eos_token={self.eos_token!r}, pad_token={self.pad_token!r}, "
             f"padding_side={self.padding_side!r})"
         )
+
 

@@ -1,8 +1,6 @@
 """BERT against transformers: tiny random models with padding and token types, saving, refusals."""
 
-import json
 import logging
-import shutil
 
 import keras
 import numpy as np
@@ -11,6 +9,7 @@ import torch
 import transformers
 
 import tfllm
+from testing import edited_copy
 from tfllm.checkpoints import CheckpointError
 from tfllm.models.bert import BertBackbone, BertMaskedLM, BertSequenceClassification
 
@@ -146,12 +145,7 @@ def test_masked_lm_fit_lowers_the_loss(reference):
 
 
 def _edited_copy(reference, tmp_path, **changes):
-    folder = tmp_path / "copy"
-    shutil.copytree(reference["root"] / "backbone", folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(changes)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
+    return edited_copy(reference["root"] / "backbone", tmp_path / "copy", **changes)
 
 
 @pytest.mark.parametrize("option, value", [("position_embedding_type", "relative_key"), ("is_decoder", True),

@@ -1,9 +1,7 @@
 """Llama, Mistral and Qwen2 against transformers: logits, greedy generation, saving, checkpoint formats."""
 
 import copy
-import json
 import os
-import shutil
 
 import keras
 import numpy as np
@@ -12,7 +10,7 @@ import torch
 
 import tfllm
 from tfllm.models.llama import LlamaBackbone, LlamaCausalLM
-from testing import assert_greedy_matches_transformers, hf_logits, hf_position_ids, left_padded_batch, real_positions_diff
+from testing import edited_copy, assert_greedy_matches_transformers, hf_logits, hf_position_ids, left_padded_batch, real_positions_diff
 
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
             vocab_size=99, max_position_embeddings=48, bos_token_id=97, eos_token_id=98, rms_norm_eps=1e-6)
@@ -154,12 +152,7 @@ def test_bfloat16_and_sharded_checkpoints_load(llama_folder, tmp_path):
 
 
 def _edited(folder, tmp_path, **changes):
-    target = tmp_path / "edited"
-    shutil.copytree(folder, target)
-    config = json.loads((target / "config.json").read_text())
-    config.update(changes)
-    (target / "config.json").write_text(json.dumps(config))
-    return target
+    return edited_copy(folder, tmp_path / "edited", **changes)
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,9 @@ import tensorflow as tf
 
 from tfllm.errors import check_int
 from tfllm.layers import DecoderBlock, LayerNorm, PositionEmbedding, TokenEmbedding
-from tfllm.models import pretrained
+from tfllm.models.backbone import Backbone
 from tfllm.models.bert import weights
+from tfllm.models.decoder import run_blocks
 from tfllm.models.inputs import unpack_inputs
 
 
@@ -20,7 +21,7 @@ def unpack_bert_inputs(inputs):
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class BertBackbone(keras.Model):
+class BertBackbone(Backbone):
     """The BERT encoder: token ids, padding mask and token types in, hidden states and pooled output out.
 
     Every position attends to every real (unpadded) token; positions are absolute, `0..T-1`, so
@@ -43,10 +44,16 @@ class BertBackbone(keras.Model):
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`, optional `token_type_ids`) or a
             tensor of token ids.
         training: enables dropout.
+        output_attentions: also return every layer's attention probabilities.
+        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
         A dict with `"sequence_output"`, `(batch_size, sequence_length, hidden_dim)` final hidden
         states, and `"pooled_output"`, `(batch_size, hidden_dim)`: `tanh(dense(first token))`.
+        `output_hidden_states=True` adds `"hidden_states"`, `num_layers + 1` tensors `(batch_size,
+        sequence_length, hidden_dim)` (the embeddings, then each layer's output);
+        `output_attentions=True` adds `"attentions"`, `num_layers` tensors `(batch_size,
+        num_heads, sequence_length, sequence_length)` of probabilities.
 
     Example:
     >>> backbone = BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
@@ -137,10 +144,7 @@ class BertBackbone(keras.Model):
         self.pooler.build((None, self.hidden_dim))
         self.built = True
 
-    def build_from_config(self, config):
-        self.build()
-
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
         token_ids, padding_mask, token_type_ids = unpack_bert_inputs(inputs)
         length = tf.shape(token_ids)[1]
         positions = tf.range(length)[None, :]  # (1, T): absolute positions, padding on the right
@@ -150,18 +154,17 @@ class BertBackbone(keras.Model):
         x = self.token_embedding(token_ids) + self.position_embedding(positions)
         x = self.embeddings_norm(x + self.token_type_embedding(token_type_ids))
         x = self.embeddings_dropout(x, training=training)
-        for block in self.transformer_layers:
-            x = block(x, attention_mask=mask, training=training)
-        return {"sequence_output": x, "pooled_output": self.pooler(x[:, 0, :])}
+        outputs = run_blocks(
+            self.transformer_layers,
+            x,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            attention_mask=mask,
+            training=training,
+        )
+        x = outputs.pop("last_hidden_state")
+        return {"sequence_output": x, "pooled_output": self.pooler(x[:, 0, :]), **outputs}
 
-    @classmethod
-    def from_pretrained(cls, folder):
-        """Loads the base model (no head) from a Hugging Face BERT folder."""
-        return pretrained.from_pretrained(folder, "backbone", expected_model_type=cls.model_type)
-
-    def save_pretrained(self, folder):
-        """Writes a `BertModel` folder that transformers loads."""
-        pretrained.save_pretrained(self, folder)
 
     def get_config(self):
         config = super().get_config()

@@ -33,7 +33,7 @@ def config_from_hf(hf):
         activation=activation,
         initializer_range=hf.get("initializer_range", 0.02),
     )
-    task = dict(num_labels=_num_labels(hf), pad_token_id=hf.get("pad_token_id", 0))
+    task = dict(num_labels=_num_labels(hf), pad_token_id=hf.get("pad_token_id", 0), id2label=hf.get("id2label"))
     return backbone, task
 
 

@@ -20,9 +20,12 @@ class BertMaskedLM(BertTask):
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`, optional `token_type_ids`).
         training: enables dropout.
+        output_attentions: also return every layer's attention probabilities.
+        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, vocabulary_size)` logits.
+        `(batch_size, sequence_length, vocabulary_size)` logits; with either flag, a dict with
+        `"logits"` and `"hidden_states"` and/or `"attentions"` (see `BertBackbone`).
 
     Example:
     >>> model = tfllm.AutoModelForMaskedLM.from_pretrained("path/to/bert")
@@ -55,11 +58,14 @@ class BertMaskedLM(BertTask):
         )
         self.built = True
 
-    def call(self, inputs, training=None):
-        hidden = self.backbone(inputs, training=training)["sequence_output"]
+    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
+        outputs = self.backbone(
+            inputs, training=training, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        hidden = outputs["sequence_output"]
         hidden = self.transform_norm(self.transform_activation(self.transform_dense(hidden)))
         logits = self.backbone.token_embedding(hidden, reverse=True)
-        return logits + ops.cast(self.output_bias, logits.dtype)
+        return self.task_outputs(logits + ops.cast(self.output_bias, logits.dtype), outputs)
 
     def head_weight_table(self):
         return [

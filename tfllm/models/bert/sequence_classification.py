@@ -2,7 +2,7 @@
 
 import keras
 
-from tfllm.errors import check_int
+from tfllm.errors import check_int, invalid_argument
 from tfllm.models.bert import weights
 from tfllm.models.bert.task import BertTask
 
@@ -18,6 +18,9 @@ class BertSequenceClassification(BertTask):
         backbone: a `BertBackbone`.
         num_labels: number of classes.
         pad_token_id: the checkpoint's padding id.
+        id2label: the class names, `{index: name}` as in `config.json` (keys may be strings);
+            default `"LABEL_{index}"`. Kept in `self.id2label` (int keys) and written to
+            `config.json` with `label2id` by `save_pretrained`.
 
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`, optional `token_type_ids`).
@@ -34,9 +37,10 @@ class BertSequenceClassification(BertTask):
     task = "sequence_classification"
     head_optional_hf_keys = (r"classifier\.(weight|bias)",)
 
-    def __init__(self, backbone, num_labels=2, pad_token_id=None, **kwargs):
+    def __init__(self, backbone, num_labels=2, pad_token_id=None, id2label=None, **kwargs):
         super().__init__(backbone, pad_token_id=pad_token_id, **kwargs)
         self.num_labels = check_int("num_labels", num_labels, minimum=1)
+        self.id2label = _check_id2label(id2label, self.num_labels)
         # === Layers ===
         policy = backbone.dtype_policy
         self.classifier_dropout = keras.layers.Dropout(backbone.dropout, dtype=policy, name="classifier_dropout")
@@ -53,12 +57,42 @@ class BertSequenceClassification(BertTask):
         self.classifier.build((None, self.backbone.hidden_dim))
         self.built = True
 
-    def call(self, inputs, training=None):
-        pooled = self.backbone(inputs, training=training)["pooled_output"]
-        return self.classifier(self.classifier_dropout(pooled, training=training))
+    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
+        outputs = self.backbone(
+            inputs, training=training, output_attentions=output_attentions, output_hidden_states=output_hidden_states
+        )
+        logits = self.classifier(self.classifier_dropout(outputs["pooled_output"], training=training))
+        return self.task_outputs(logits, outputs)
 
     def head_weight_table(self):
         return weights.dense(self.classifier, "classifier")
 
     def task_config(self):
-        return {"num_labels": self.num_labels, **super().task_config()}
+        """The config.json settings: `num_labels`, `id2label`, `label2id` and `pad_token_id`."""
+        return {
+            "num_labels": self.num_labels,
+            "id2label": {str(i): name for i, name in self.id2label.items()},
+            "label2id": {name: i for i, name in self.id2label.items()},
+            **super().task_config(),
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        del config["label2id"]  # derived from id2label; config.json keeps it for transformers
+        return config
+
+
+def _check_id2label(id2label, num_labels):
+    """Returns `{index: name}` with int keys `0..num_labels-1`; `LABEL_i` names by default."""
+    if id2label is None:
+        return {i: f"LABEL_{i}" for i in range(num_labels)}
+    expected = f"a dict mapping each index 0..{num_labels - 1} to a label name (num_labels={num_labels})"
+    if not isinstance(id2label, dict) or not all(isinstance(name, str) for name in id2label.values()):
+        raise invalid_argument("id2label", expected, id2label)
+    try:
+        labels = {int(key): name for key, name in id2label.items()}
+    except (TypeError, ValueError) as error:
+        raise invalid_argument("id2label", expected, id2label) from error
+    if sorted(labels) != list(range(num_labels)):
+        raise invalid_argument("id2label", expected, id2label)
+    return dict(sorted(labels.items()))

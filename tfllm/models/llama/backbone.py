@@ -38,9 +38,12 @@ class LlamaBackbone(DecoderBackbone):
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
         training: enables dropout.
+        output_attentions: also return every layer's attention probabilities.
+        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, hidden_dim)` hidden states.
+        `(batch_size, sequence_length, hidden_dim)` hidden states; with either flag, a dict with
+        `"last_hidden_state"` and `"hidden_states"` and/or `"attentions"` (see `DecoderBackbone`).
 
     Example:
     >>> backbone = LlamaBackbone(vocabulary_size=100, num_layers=2, num_heads=4, num_key_value_heads=2,
