@@ -48,7 +48,23 @@ def _quickstart(args):
     print(f"saved model and tokenizer to {result['output_dir']}\n")
     for prompt, text in result["samples"].items():
         print(f"--- {prompt!r}\n{text}\n")
+    if not args.no_export:
+        root = os.path.dirname(os.path.abspath(args.output))
+        print("exporting a SavedModel (TF Serving) and a TFLite file, each checked against the Keras model ...")
+        exported = quickstart.export(result["model"], result["tokenizer"], root, config)
+        for name in ("saved_model", "tflite"):
+            print(f"--- {name}: {exported[name]}\n{exported[name + '_text']}\n")
     print(f"next: tfllm generate {result['output_dir']} \"The with statement\" --max-new-tokens 40")
+    return 0
+
+
+def _export(args):
+    from tfllm.export.from_folder import export_folder
+
+    path = export_folder(args.model_dir, args.format, output=args.output, task=args.task, overwrite=args.overwrite,
+                         version=args.version, max_new_tokens=args.max_new_tokens,
+                         quantize=None if args.quantize == "none" else args.quantize, cache_length=args.cache_length)
+    print(f"wrote {path} (checked against the Keras model)")
     return 0
 
 
@@ -121,7 +137,25 @@ def build_parser():
                        help="Hugging Face folder to write (default: saved_models/quickstart_hf)")
     quick.add_argument("--small", action="store_true", help="a reduced run (seconds, for CI)")
     quick.add_argument("--epochs", type=int, default=None)
+    quick.add_argument("--no-export", action="store_true", help="skip the SavedModel and TFLite exports")
     quick.set_defaults(run=_quickstart)
+
+    export = commands.add_parser("export", help="export a Hugging Face folder as a SavedModel, TFLite file or ONNX")
+    export.add_argument("model_dir", help="Hugging Face folder (config.json, weights, tokenizer files)")
+    export.add_argument("--format", choices=("saved_model", "tflite", "onnx"), default="saved_model")
+    export.add_argument("--output", default=None,
+                        help="SavedModel base folder (versions go under it), .tflite file or ONNX folder "
+                             "(default: saved_models/NAME, saved_models/NAME.tflite, saved_models/NAME_onnx)")
+    export.add_argument("--task", default="auto",
+                        choices=("auto", "causal_lm", "seq2seq_lm", "sequence_classification", "backbone"),
+                        help="which head to export (default: from config.json's architectures)")
+    export.add_argument("--version", type=int, default=None, help="SavedModel version (default: the next one)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version or file")
+    export.add_argument("--max-new-tokens", type=int, default=32, help="SavedModel default generation length")
+    export.add_argument("--quantize", default="none", choices=("none", "float16", "dynamic_int8", "int8_weight_only"),
+                        help="TFLite quantization")
+    export.add_argument("--cache-length", type=int, default=None, help="KV cache length of TFLite/ONNX decoders")
+    export.set_defaults(run=_export)
 
     attention = commands.add_parser("attention", help="draw one layer's attention map for a text as a PNG heatmap")
     attention.add_argument("model_dir", help="Hugging Face folder of any family (config.json, weights, tokenizer)")
@@ -151,7 +185,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ValueError, NotImplementedError, FileNotFoundError) as error:
+    except (ValueError, NotImplementedError, FileNotFoundError, FileExistsError) as error:
         print(f"tfllm {args.command}: error: {error}", file=sys.stderr)
         return 2
 

@@ -112,4 +112,25 @@ def run(output_dir, config=None, verbose=1):
                          max_new_tokens=config.max_new_tokens, do_sample=True, top_k=20, temperature=0.7, seed=0)
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     return {"losses": losses, "samples": dict(zip(PROMPTS, texts)), "output_dir": os.fspath(output_dir),
-            "perplexity": math.exp(losses[-1])}
+            "perplexity": math.exp(losses[-1]), "model": model, "tokenizer": tokenizer}
+
+
+def export(model, tokenizer, root, config=None):
+    """Exports the trained model as `root/quickstart/<version>` (SavedModel) and `root/quickstart.tflite`,
+    and continues the first prompt greedily with each, as a user of that format would run it.
+
+    Returns:
+        A dict with the two paths (`saved_model`, `tflite`) and their continuations (`*_text`).
+    """
+    from tfllm.export import LiteRTGenerator, saved_model, tflite
+    from tfllm.export import signatures as sig
+    from tfllm.export.verify import run_in_fresh_process
+
+    config = config or QuickstartConfig()
+    prompt, new = PROMPTS[0], config.max_new_tokens
+    saved = saved_model(model, tokenizer, os.path.join(root, "quickstart"), max_new_tokens=new, overwrite=True)
+    reply = run_in_fresh_process(saved, {sig.SERVING_DEFAULT: {sig.TEXT: [prompt]}})  # as TF Serving would
+    lite = tflite(model, os.path.join(root, "quickstart.tflite"), cache_length=min(256, 64 + new))
+    lite_text = LiteRTGenerator(lite, tokenizer).generate(prompt, max_new_tokens=new)
+    return {"saved_model": saved, "saved_model_text": str(reply[sig.SERVING_DEFAULT][sig.GENERATED_TEXT][0]),
+            "tflite": lite, "tflite_text": lite_text if isinstance(lite_text, str) else lite_text[0]}

@@ -30,6 +30,24 @@ def family_of(model):
     return get_family(getattr(model, "model_type", None))
 
 
+def task_of_folder(folder):
+    """The task a folder's checkpoint was saved for, from `architectures` in its config.json.
+
+    Returns:
+        A task name of the folder's family ("causal_lm", "seq2seq_lm", "sequence_classification",
+        "masked_lm") or "backbone" for a base model or an unknown head.
+    """
+    config = load_config(folder)
+    family = get_family(config.get("model_type"))
+    by_class = {}
+    for key, class_name in family.hf_architectures.items():
+        by_class[class_name] = key[1] if isinstance(key, tuple) else key
+    for architecture in config.get("architectures") or ():
+        if architecture in by_class:
+            return by_class[architecture]
+    return "backbone"
+
+
 class _AutoModelBase:
     task = None
 

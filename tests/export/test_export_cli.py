@@ -1,0 +1,76 @@
+"""`tfllm export` and the quickstart's exports: versions, refusals, formats, one continuation from each."""
+
+import os
+
+import pytest
+
+import tfllm
+from testing import make_hf_gpt2
+from tfllm import cli, quickstart
+from tfllm.export.from_folder import default_output
+from tfllm.tokenizers import train_byte_level_bpe
+
+pytest.importorskip("tensorflow_text")
+
+CORPUS = ["The river bank was steep and the water ran fast under the bridge.", "def main():\n    return 1"] * 20
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export_cli") / "tiny_hf"
+    tokenizer = train_byte_level_bpe(CORPUS, vocab_size=300)
+    eos = tokenizer.eos_token_id
+    make_hf_gpt2(folder, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, n_positions=64)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_default_outputs_follow_the_tf_serving_layout():
+    assert default_output("x/quickstart_hf", "saved_model") == os.path.join("saved_models", "quickstart")
+    assert default_output("x/m", "tflite") == os.path.join("saved_models", "m.tflite")
+    assert default_output("x/m/", "onnx") == os.path.join("saved_models", "m_onnx")
+
+
+@pytest.mark.slow
+def test_export_writes_versions_and_refuses_an_existing_one(folder, tmp_path, capsys):
+    base = tmp_path / "saved_models" / "tiny"
+    assert cli.main(["export", str(folder), "--output", str(base), "--max-new-tokens", "4"]) == 0
+    assert cli.main(["export", str(folder), "--output", str(base), "--max-new-tokens", "4"]) == 0
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert cli.main(["export", str(folder), "--output", str(base), "--version", "1"]) == 2
+    assert "version=1" in capsys.readouterr().err
+    assert sorted(os.listdir(base)) == ["1", "2"]
+
+
+def test_export_tflite_from_the_command_line(folder, tmp_path, capsys):
+    path = tmp_path / "tiny.tflite"
+    assert cli.main(["export", str(folder), "--format", "tflite", "--output", str(path), "--cache-length", "32"]) == 0
+    assert path.stat().st_size > 0 and "checked against the Keras model" in capsys.readouterr().out
+    assert cli.main(["export", str(folder), "--format", "tflite", "--output", str(path)]) == 2  # exists
+    assert "overwrite" in capsys.readouterr().err
+
+
+def test_export_of_a_missing_folder_names_it(tmp_path, capsys):
+    assert cli.main(["export", str(tmp_path / "nope"), "--output", str(tmp_path / "out")]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_unsupported_model_and_format_name_the_supported_formats(folder, tmp_path, capsys):
+    code = cli.main(["export", str(folder), "--task", "backbone", "--format", "tflite", "--output", str(tmp_path / "b")])
+    assert code == 2
+    assert "tflite" in capsys.readouterr().err.lower()
+
+
+@pytest.mark.slow
+def test_quickstart_exports_a_saved_model_and_a_tflite_file(tmp_path):
+    result = quickstart.run(tmp_path / "quickstart_hf", quickstart.QuickstartConfig.small(), verbose=0)
+    exported = quickstart.export(result["model"], result["tokenizer"], tmp_path, quickstart.QuickstartConfig.small())
+    assert exported["saved_model"] == os.path.join(tmp_path, "quickstart", "1")
+    assert exported["tflite"] == os.path.join(tmp_path, "quickstart.tflite")
+    # Both are greedy, so both continue the prompt exactly as the Keras model does.
+    tokenizer = tfllm.AutoTokenizer.from_pretrained(tmp_path / "quickstart_hf", padding_side="left")
+    batch = tokenizer([quickstart.PROMPTS[0]], return_tensors="np")
+    ids = result["model"].generate(batch["input_ids"], max_new_tokens=quickstart.QuickstartConfig.small().max_new_tokens)
+    expected = tokenizer.decode(ids[0], skip_special_tokens=True)
+    assert exported["saved_model_text"] == expected
+    assert exported["tflite_text"] == expected

@@ -1,0 +1,64 @@
+"""Export a Hugging Face folder in one call (what `tfllm export` runs): pick the task from the
+folder's config, load model and tokenizer, write the format."""
+
+import logging
+import os
+
+from tfllm.checkpoints.sentence_config import sentence_transformers_config
+from tfllm.errors import check_choice
+from tfllm.models import auto
+from tfllm.tokenizers import AutoTokenizer
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("saved_model", "tflite", "onnx")
+TASKS = ("auto", "causal_lm", "seq2seq_lm", "sequence_classification", "backbone")
+_LOADERS = {
+    "causal_lm": auto.AutoModelForCausalLM,
+    "seq2seq_lm": auto.AutoModelForSeq2SeqLM,
+    "sequence_classification": auto.AutoModelForSequenceClassification,
+    "backbone": auto.AutoModel,
+    "masked_lm": auto.AutoModel,  # exported as an encoder: its embeddings
+}
+
+
+def default_output(folder, fmt, root="saved_models"):
+    """`saved_models/NAME` (SavedModel base), `saved_models/NAME.tflite` or `saved_models/NAME_onnx`."""
+    name = os.path.basename(os.path.normpath(folder))
+    name = name[: -len("_hf")] if name.endswith("_hf") else name
+    return os.path.join(root, {"saved_model": name, "tflite": f"{name}.tflite", "onnx": f"{name}_onnx"}[fmt])
+
+
+def export_folder(folder, fmt, output=None, task="auto", overwrite=False, version=None, max_new_tokens=32,
+                  quantize=None, cache_length=None):
+    """Loads `folder` and exports it as `fmt`; returns the written path.
+
+    Args:
+        folder: a Hugging Face folder (config.json, weights, tokenizer files).
+        fmt: "saved_model", "tflite" or "onnx".
+        output: the SavedModel base folder (versions go under it), the .tflite file or the ONNX
+            folder; defaults to `default_output(folder, fmt)`.
+        task: which head to export; "auto" reads `architectures` from config.json.
+        overwrite: replace an existing version / file instead of refusing.
+        version: SavedModel version number (default: the next one).
+        max_new_tokens: default generation length of the SavedModel's text signature.
+        quantize: TFLite quantization (None, "float16", "dynamic_int8").
+        cache_length: KV cache length of TFLite / ONNX decoders.
+    """
+    fmt = check_choice("format", fmt, FORMATS)
+    task = check_choice("task", task, TASKS)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Model folder {folder!r} does not exist.")
+    task = auto.task_of_folder(folder) if task == "auto" else task
+    model = _LOADERS[task].from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    output = output or default_output(folder, fmt)
+    from tfllm import export  # the formats' modules
+
+    if fmt == "saved_model":
+        extra = {"pooling": sentence_transformers_config(folder)} if task in ("backbone", "masked_lm") else {}
+        return export.saved_model(model, tokenizer, output, version=version, overwrite=overwrite,
+                                  max_new_tokens=max_new_tokens, **extra)
+    if fmt == "tflite":
+        return export.tflite(model, output, quantize=quantize, cache_length=cache_length, overwrite=overwrite)
+    return export.onnx(model, output, cache_length=cache_length, overwrite=overwrite)
