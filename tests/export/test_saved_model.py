@@ -144,3 +144,26 @@ def test_unsupported_model_names_what_is_supported(tmp_path):
     with pytest.raises(NotImplementedError, match="masked_lm"):
         saved_model(Encoder(), None, tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_stream_signatures_generate_the_same_tokens_one_at_a_time(exported):
+    """stream_prefill + stream_decode, driven greedily from Python (as `tfllm serve` streams), give
+    the tokens `generate_ids` gives."""
+    import tensorflow_text  # noqa: F401
+
+    loaded = tf.saved_model.load(str(exported["path"]))
+    prefill, decode = loaded.signatures[sig.STREAM_PREFILL], loaded.signatures[sig.STREAM_DECODE]
+    ids = tf.constant([[0, 5, 6, 7], [8, 9, 10, 11]])
+    mask = tf.constant([[0, 1, 1, 1], [1, 1, 1, 1]])
+    new = 5
+    state = prefill(input_ids=ids, attention_mask=mask, max_new_tokens=tf.constant(new))
+    cache, padding, length = state[sig.KV_CACHE_TENSOR], state[sig.PADDING_MASK], state[sig.PROMPT_LENGTH]
+    tokens = [np.argmax(state[sig.LOGITS].numpy(), axis=-1)]
+    for step in range(new - 1):
+        out = decode(token=tf.constant(tokens[-1], tf.int32), step=tf.constant(step), kv_cache=cache,
+                     padding_mask=padding, prompt_length=length)
+        cache = out[sig.KV_CACHE_TENSOR]
+        tokens.append(np.argmax(out[sig.LOGITS].numpy(), axis=-1))
+    expected = exported["model"].generate(ids.numpy(), attention_mask=mask.numpy(), max_new_tokens=new,
+                                          eos_token_id=-1).numpy()[:, 4:]
+    np.testing.assert_array_equal(np.stack(tokens, axis=1), expected)

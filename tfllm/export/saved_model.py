@@ -8,25 +8,47 @@ import tensorflow as tf
 
 from tfllm.export import signatures as sig
 from tfllm.export import verify as verify_lib
-from tfllm.export.serving_module import CausalLMServing
+from tfllm.export.serving_module import CausalLMServing, ClassifierServing, EncoderServing, Seq2SeqServing
 from tfllm.export.versions import atomic_version
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS = ("The", "def main():", "Hello, world")
+ENCODER_MODEL_TYPES = ("bert",)  # backbones whose call returns `sequence_output` for the embed signature
+SUPPORTED = (
+    "causal LMs (AutoModelForCausalLM: task 'causal_lm'), seq2seq LMs (AutoModelForSeq2SeqLM: task "
+    "'seq2seq_lm', T5), sequence classifiers (AutoModelForSequenceClassification: task "
+    f"'sequence_classification') and encoders (AutoModel on a folder of model_type {', '.join(ENCODER_MODEL_TYPES)})"
+)
 
 
-def _serving_module(model, tokenizer, max_new_tokens):
+def _serving_module(model, tokenizer, max_new_tokens, pooling=None):
     task = getattr(model, "task", None)
     if task == "causal_lm":
         return CausalLMServing(model, tokenizer, max_new_tokens)
+    if task == "seq2seq_lm":
+        return Seq2SeqServing(model, tokenizer, max_new_tokens)
+    if task == "sequence_classification":
+        return ClassifierServing(model, tokenizer, pooling)
+    model_type = getattr(model, "model_type", None)
+    if task is None and model_type in ENCODER_MODEL_TYPES:
+        return EncoderServing(model, tokenizer, pooling)
     raise NotImplementedError(
-        f"SavedModel export supports causal LM models; {type(model).__name__} (task {task!r}) is not supported yet."
+        f"SavedModel export supports {SUPPORTED}; {type(model).__name__} (task {task!r}, model_type "
+        f"{model_type!r}) is not supported."
     )
 
 
-def write_warmup(folder, model_name, prompts, max_new_tokens):
-    """Writes `assets.extra/tf_serving_warmup_requests`: PredictionLog records TF Serving replays on load."""
+def write_warmup(folder, model_name, prompts, max_new_tokens=None, signature_name=sig.SERVING_DEFAULT):
+    """Writes `assets.extra/tf_serving_warmup_requests`: PredictionLog records TF Serving replays on load.
+
+    Args:
+        folder: the version folder.
+        model_name: the model's name in TF Serving (the export base's folder name).
+        prompts: texts of the requests: one request with the first, one with all of them.
+        max_new_tokens: sent as `max_new_tokens` when not None (generation signatures).
+        signature_name: the signature the requests call.
+    """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     path = os.path.join(folder, sig.WARMUP_FILE)
@@ -34,27 +56,34 @@ def write_warmup(folder, model_name, prompts, max_new_tokens):
     with tf.io.TFRecordWriter(path) as writer:
         for batch in ([prompts[0]], list(prompts)):  # one and several rows: both shapes get traced
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=sig.SERVING_DEFAULT)
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name)
             )
             request.inputs[sig.TEXT].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
-            request.inputs[sig.MAX_NEW_TOKENS].CopyFrom(tf.make_tensor_proto(max_new_tokens, dtype=tf.int32))
+            if max_new_tokens is not None:
+                request.inputs[sig.MAX_NEW_TOKENS].CopyFrom(tf.make_tensor_proto(max_new_tokens, dtype=tf.int32))
             log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
             writer.write(log.SerializeToString())
     return path
 
 
 def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False, max_new_tokens=32,
-                verify=True, verify_prompts=DEFAULT_PROMPTS):
+                verify=True, verify_prompts=DEFAULT_PROMPTS, pooling=None):
     """Exports `model` with its tokenizer as `export_base/<version>/`, the layout TF Serving polls.
 
-    Signatures (see `tfllm/export/signatures.py` and the README): for a causal LM,
-    `serving_default` (text → text, with optional `max_new_tokens`, `do_sample`, `temperature`,
-    `top_k`, `top_p`, `seed`), `generate_ids` and `logits`. The tokenizer and detokenizer run
-    inside the graph (TF core + TF-Text ops). Warmup requests are written to `assets.extra/`.
+    Signatures (see `tfllm/export/signatures.py` and the README), by model kind:
+    - causal LM: `serving_default` (text → text, with optional `max_new_tokens`, `do_sample`,
+      `temperature`, `top_k`, `top_p`, `seed`), `generate_ids` and `logits`;
+    - seq2seq LM (T5): the same three; `generated_text` and `completion` both hold the generated
+      target, and `logits` also takes `decoder_input_ids` / `decoder_attention_mask`;
+    - encoder (a BERT backbone): `embed` (text → `embeddings`, pooled as `pooling` says);
+    - sequence classifier: `classify` (text → softmax `scores` and top `labels` from `id2label`)
+      and `embed` (the backbone's hidden states pooled as `pooling` says).
+    The tokenizer and detokenizer run inside the graph (TF core + TF-Text ops). Warmup requests for
+    the kind's first signature are written to `assets.extra/`.
 
     The version is built in a hidden temporary folder, checked (op set; reloaded in a fresh process,
-    its greedy text and logits compared with this model's), then renamed into place, so TF Serving
-    never sees a partial version and a failed export leaves nothing behind.
+    its greedy text, logits, embeddings or scores compared with this model's), then renamed into
+    place, so TF Serving never sees a partial version and a failed export leaves nothing behind.
 
     Args:
         model: a tfllm task model.
@@ -65,19 +94,27 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
         max_new_tokens: default of the `max_new_tokens` input.
         verify: run the fresh-process check before the version appears.
         verify_prompts: prompts for the check and the warmup records.
+        pooling: how `embed` pools (encoders and classifiers; other kinds ignore it): None for mean
+            pooling without normalization; a mode of `tfllm.layers.pooling.POOLING_MODES` or a list
+            of them; or the dict `tfllm.checkpoints.sentence_config.sentence_transformers_config(folder)`
+            returns (modes, `normalize`, `max_seq_length`, `do_lower_case`), which makes `embed`
+            equal to `tfllm.pipeline("sentence-embeddings")` on that folder.
 
     Returns:
         The path of the written version folder.
     """
     start = time.time()
-    module = _serving_module(model, tokenizer, max_new_tokens)
+    module = _serving_module(model, tokenizer, max_new_tokens, pooling)
+    generates = sig.MAX_NEW_TOKENS in {t.name for t in module.signature_defs[0].inputs}
     check_tokens = max(1, min(max_new_tokens, 8))
     with atomic_version(export_base, version, overwrite) as (folder, version):
         tf.saved_model.save(module, folder, signatures=module.functions)
         tokenizer.save_pretrained(os.path.join(folder, sig.TOKENIZER_ASSETS))
-        write_warmup(folder, os.path.basename(os.path.abspath(export_base)), list(verify_prompts), check_tokens)
+        write_warmup(folder, os.path.basename(os.path.abspath(export_base)), list(verify_prompts),
+                     check_tokens if generates else None, module.signature_defs[0].name)
         if verify:
-            verify_lib.check_saved_model(folder, model, tokenizer, module.kind, verify_prompts, check_tokens)
+            verify_lib.check_saved_model(folder, model, tokenizer, module.kind, verify_prompts, check_tokens,
+                                         pooling=getattr(module, "pooling", None))
     path = os.path.join(export_base, str(version))
     logger.info("Exported %s in %.1f s", path, time.time() - start)
     return path

@@ -4,8 +4,11 @@ import inspect
 
 import tensorflow as tf
 
+from tfllm.checkpoints.sentence_config import PLAIN_FOLDER_POOLING
+from tfllm.errors import invalid_argument
 from tfllm.export import signatures as sig
 from tfllm.generation.loop import decode
+from tfllm.layers.pooling import POOLING_MODES, pool
 from tfllm.tokenizers import in_graph
 
 _DTYPES = {"string": tf.string, "int32": tf.int32, "float32": tf.float32, "bool": tf.bool}
@@ -28,34 +31,14 @@ def left_pad(ragged_ids, pad_id):
     return left_align(ids, mask)
 
 
-class CausalLMServing(tf.Module):
-    """Signatures of a causal LM: `serving_default` (text → text), `generate_ids`, `logits`.
+class Serving(tf.Module):
+    """The base of the serving modules: `functions` maps signature names to `tf.function`s."""
 
-    Args:
-        model: a `tfllm.models.CausalLM`.
-        tokenizer: its `tfllm.tokenizers.Tokenizer`; an in-graph copy is built from it.
-        max_new_tokens: the default of the `max_new_tokens` input.
-    """
+    kind = None
 
-    kind = "causal_lm"
-
-    def __init__(self, model, tokenizer, max_new_tokens=32):
-        super().__init__(name="tfllm_serving")
-        self.model = model
-        self.codec = in_graph.from_tokenizer(tokenizer)
-        self.max_positions = model.max_sequence_length
-        self.bos_id = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
-        eos = model.eos_token_id
-        self.eos_id = -1 if eos is None else int(eos)
-        pad = model.pad_token_id if model.pad_token_id is not None else max(self.eos_id, 0)
-        self.pad_id = int(pad)
-        self.signature_defs = sig.saved_model_signatures(self.kind, max_new_tokens)
-        by_name = {s.name: s for s in self.signature_defs}
-        self.functions = {
-            sig.SERVING_DEFAULT: self._with_defaults(self._generate_text, by_name[sig.SERVING_DEFAULT]),
-            sig.GENERATE_IDS: self._with_defaults(self._generate_ids, by_name[sig.GENERATE_IDS]),
-            sig.LOGITS: self._with_defaults(self._logits, by_name[sig.LOGITS]),
-        }
+    def _signature_functions(self, methods):
+        """`{name: tf.function}` for this kind's signatures (`signatures.py`), from `{name: method}`."""
+        return {s.name: self._with_defaults(methods[s.name], s) for s in self.signature_defs}
 
     @staticmethod
     def _with_defaults(function, signature):
@@ -80,6 +63,35 @@ class CausalLMServing(tf.Module):
         wrapper.__signature__ = inspect.Signature(parameters)
         wrapper.__name__ = signature.name
         return tf.function(wrapper, input_signature=[_spec(t) for t in signature.inputs])
+
+
+class CausalLMServing(Serving):
+    """Signatures of a causal LM: `serving_default` (text → text), `generate_ids`, `logits`.
+
+    Args:
+        model: a `tfllm.models.CausalLM`.
+        tokenizer: its `tfllm.tokenizers.Tokenizer`; an in-graph copy is built from it.
+        max_new_tokens: the default of the `max_new_tokens` input.
+    """
+
+    kind = "causal_lm"
+
+    def __init__(self, model, tokenizer, max_new_tokens=32):
+        super().__init__(name="tfllm_serving")
+        self.model = model
+        self.codec = in_graph.from_tokenizer(tokenizer)
+        self.max_positions = model.max_sequence_length
+        self.bos_id = tokenizer.bos_token_id if getattr(tokenizer, "add_bos_token", False) else None
+        eos = model.eos_token_id
+        self.eos_id = -1 if eos is None else int(eos)
+        pad = model.pad_token_id if model.pad_token_id is not None else max(self.eos_id, 0)
+        self.pad_id = int(pad)
+        self.num_layers = len(model.init_cache(1, 1))
+        self.signature_defs = sig.saved_model_signatures(self.kind, max_new_tokens)
+        self.functions = self._signature_functions({
+            sig.SERVING_DEFAULT: self._generate_text, sig.GENERATE_IDS: self._generate_ids, sig.LOGITS: self._logits,
+            sig.STREAM_PREFILL: self._stream_prefill, sig.STREAM_DECODE: self._stream_decode,
+        })
 
     # === Pieces ===
 
@@ -139,3 +151,164 @@ class CausalLMServing(tf.Module):
     def _logits(self, input_ids, attention_mask):
         logits = self.model({"input_ids": input_ids, "attention_mask": attention_mask})
         return {sig.LOGITS: tf.cast(logits, tf.float32)}
+
+
+    def _stream_prefill(self, input_ids, attention_mask, max_new_tokens):
+        ids, mask = left_align(input_ids, attention_mask)
+        with tf.control_dependencies(self._check_length(mask, max_new_tokens)):
+            logits, state, _ = self.model.prefill(ids, mask, max_new_tokens)
+        return {sig.LOGITS: tf.cast(logits, tf.float32), sig.KV_CACHE_TENSOR: tf.stack(state["cache"], axis=0),
+                sig.PADDING_MASK: state["padding_mask"], sig.PROMPT_LENGTH: state["prompt_length"][0]}
+
+    def _stream_decode(self, token, step, kv_cache, padding_mask, prompt_length):
+        batch = tf.shape(token)[0]
+        state = {"cache": tuple(tf.unstack(kv_cache, num=self.num_layers, axis=0)),
+                 "padding_mask": padding_mask, "prompt_length": tf.fill([batch], prompt_length)}
+        logits, state = self.model.decode_step(token, step, state)
+        return {sig.LOGITS: tf.cast(logits, tf.float32), sig.KV_CACHE_TENSOR: tf.stack(state["cache"], axis=0)}
+
+
+class Seq2SeqServing(CausalLMServing):
+    """Signatures of an encoder-decoder (T5): `serving_default` (text → text), `generate_ids`, `logits`.
+
+    The same inputs and defaults as a causal LM. The text is encoded as the tokenizer does (T5
+    appends `</s>`), the encoder input is left-padded (relative positions make that equal to the
+    right-padded batch), and `generated_text` and `completion` both hold the decoded target
+    (special tokens skipped), as transformers' text2text pipeline returns it. `generate_ids`
+    returns the decoder start token then the new tokens, as `model.generate` does; `logits` takes
+    `decoder_input_ids` and `decoder_attention_mask` too (teacher forcing).
+
+    Args:
+        model: a `tfllm.models.T5Seq2SeqLM` (or any model with `prefill`/`decode_step` and a
+            `{input_ids, attention_mask, decoder_input_ids, decoder_attention_mask}` call).
+        tokenizer: its `tfllm.tokenizers.Tokenizer`, with its `spiece.model` (see `in_graph.SentencePiece`).
+        max_new_tokens: the default of the `max_new_tokens` input.
+    """
+
+    kind = "seq2seq"
+
+    def _encode(self, text):
+        return left_pad(self.codec.tokenize(text, add_special_tokens=True), self.pad_id)
+
+    def _generate_text(self, text, max_new_tokens, do_sample, temperature, top_k, top_p, seed):
+        ids, mask = self._encode(text)
+        output = self._run(ids, mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed)
+        generated = self.codec.detokenize(output[:, 1:])  # after the decoder start token
+        return {sig.GENERATED_TEXT: generated, sig.COMPLETION: generated}
+
+    def _logits(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask):
+        logits = self.model({"input_ids": input_ids, "attention_mask": attention_mask,
+                             "decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask})
+        return {sig.LOGITS: tf.cast(logits, tf.float32)}
+
+
+def pooling_config(pooling=None):
+    """The `embed` signature's pooling: `{"pooling", "normalize", "max_seq_length", "do_lower_case"}`.
+
+    Args:
+        pooling: None (mean pooling, no normalization); a mode of `POOLING_MODES` or a list of them;
+            or a dict as `tfllm.checkpoints.sentence_config.sentence_transformers_config` returns
+            (missing keys take the plain-folder defaults).
+    """
+    config = dict(PLAIN_FOLDER_POOLING)
+    if isinstance(pooling, dict):
+        unknown = sorted(set(pooling) - set(config))
+        if unknown:
+            raise invalid_argument("pooling", f"a dict with keys from {sorted(config)}", pooling)
+        config.update(pooling)
+    elif pooling is not None:
+        config["pooling"] = pooling
+    modes = config["pooling"]
+    modes = (modes,) if isinstance(modes, str) else modes
+    if not isinstance(modes, (list, tuple)) or not modes or any(m not in POOLING_MODES for m in modes):
+        raise invalid_argument("pooling", f"None, a mode of {POOLING_MODES}, a list of them, or a "
+                               "sentence-transformers config dict", pooling)
+    config["pooling"] = tuple(modes)
+    return config
+
+
+class EncoderServing(Serving):
+    """Signature of an encoder (BERT backbone): `embed` (text → pooled sentence embeddings).
+
+    The text is tokenized in the graph (`in_graph.WordPiece`: `[CLS] ... [SEP]`), truncated to the
+    pooling config's `max_seq_length` (else the tokenizer's `model_max_length`), lower-cased first
+    when the config says `do_lower_case`, run through the encoder, pooled with
+    `tfllm.layers.pooling.pool` and L2-normalized when the config says so: the computation of
+    `tfllm.pipeline("sentence-embeddings")` and sentence-transformers' `encode`.
+
+    Args:
+        model: a backbone returning `{"sequence_output": ...}` (`tfllm.AutoModel` on a BERT folder).
+        tokenizer: its `tfllm.tokenizers.Tokenizer` (WordPiece).
+        pooling: see `pooling_config`.
+    """
+
+    kind = "encoder"
+
+    def __init__(self, model, tokenizer, pooling=None):
+        super().__init__(name="tfllm_serving")
+        self.model = model
+        self.codec = in_graph.from_tokenizer(tokenizer)
+        if not hasattr(self.codec, "encode"):
+            raise NotImplementedError(
+                f"The {sig.EMBED} signature needs a WordPiece (BERT) tokenizer; this one is {type(self.codec).__name__}."
+            )
+        self.pooling = pooling_config(pooling)
+        self.max_seq_length = self.pooling["max_seq_length"] or self.codec.max_length
+        self.signature_defs = sig.saved_model_signatures(self.kind)
+        self.functions = self._signature_functions(self._methods())
+
+    def _methods(self):
+        return {sig.EMBED: self._embed}
+
+    def _backbone(self):
+        return self.model
+
+    def _inputs(self, text, max_length=None):
+        ids, mask = self.codec.encode(text, max_length)  # (B, T) right-padded
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": tf.zeros_like(ids)}
+
+    def _embed(self, text):
+        # sentence-transformers also strips the texts; WordPiece ignores surrounding whitespace anyway.
+        if self.pooling["do_lower_case"]:
+            text = tf.strings.lower(text, encoding="utf-8")
+        inputs = self._inputs(text, self.max_seq_length)
+        hidden = self._backbone()(inputs)["sequence_output"]  # (B, T, hidden_dim)
+        embeddings = pool(hidden, inputs["attention_mask"], self.pooling["pooling"])
+        if self.pooling["normalize"]:
+            embeddings = embeddings / tf.maximum(tf.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+        return {sig.EMBEDDINGS: embeddings}
+
+
+class ClassifierServing(EncoderServing):
+    """Signatures of a sequence classifier: `classify` (text → `scores`, `labels`) and `embed`.
+
+    `scores` are the softmax of the logits (a sigmoid when there is one label, as transformers'
+    text-classification pipeline does), `labels` the top label's name from `id2label`. `embed`
+    pools the backbone's last hidden states as `EncoderServing` does (mean pooling by default),
+    not the classifier's tanh pooler output.
+
+    Args:
+        model: a sequence classifier (`tfllm.AutoModelForSequenceClassification`) with `backbone`,
+            `num_labels` and `id2label`.
+        tokenizer: its `tfllm.tokenizers.Tokenizer` (WordPiece).
+        pooling: the `embed` signature's pooling, see `pooling_config`.
+    """
+
+    kind = "classifier"
+
+    def __init__(self, model, tokenizer, pooling=None):
+        super().__init__(model, tokenizer, pooling)
+        id2label = getattr(model, "id2label", None) or {}
+        self.label_names = tuple(str(id2label.get(i, f"LABEL_{i}")) for i in range(model.num_labels))
+
+    def _methods(self):
+        return {sig.CLASSIFY: self._classify, sig.EMBED: self._embed}
+
+    def _backbone(self):
+        return self.model.backbone
+
+    def _classify(self, text):
+        logits = tf.cast(self.model(self._inputs(text)), tf.float32)  # (B, num_labels)
+        scores = tf.sigmoid(logits) if len(self.label_names) == 1 else tf.nn.softmax(logits, axis=-1)
+        best = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        return {sig.SCORES: scores, sig.LABELS: tf.gather(tf.constant(list(self.label_names)), best)}

@@ -20,6 +20,10 @@ PREFILL = "prefill"
 DECODE = "decode"
 ENCODE = "encode"  # encoders (BERT): one fixed-length forward
 
+# Token-by-token generation for servers that stream (tfllm serve): the KV cache goes in and out.
+STREAM_PREFILL = "stream_prefill"
+STREAM_DECODE = "stream_decode"
+
 # === Input and output names ===
 TEXT = "text"
 MAX_NEW_TOKENS = "max_new_tokens"
@@ -30,6 +34,8 @@ TOP_P = "top_p"
 SEED = "seed"
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"
+DECODER_INPUT_IDS = "decoder_input_ids"  # seq2seq `logits`: the decoder's inputs (start token first)
+DECODER_ATTENTION_MASK = "decoder_attention_mask"
 GENERATED_TEXT = "generated_text"
 COMPLETION = "completion"
 OUTPUT_IDS = "output_ids"
@@ -37,6 +43,11 @@ EMBEDDINGS = "embeddings"
 SCORES = "scores"
 LABELS = "labels"
 TOKENS = "tokens"
+TOKEN = "token"
+STEP = "step"
+KV_CACHE_TENSOR = "kv_cache"  # all layers' keys and values, (num_layers, batch, 2, cache_length, kv_heads, head_dim)
+PADDING_MASK = "padding_mask"
+PROMPT_LENGTH = "prompt_length"
 INPUT_POS = "input_pos"
 KV_CACHE = "kv_cache_{kind}_{layer}"  # kind "k" or "v"; one input and one output per layer
 # ONNX gives every value one name, so an updated cache cannot be called like its input.
@@ -111,30 +122,69 @@ def generation_inputs(default_max_new_tokens):
     )
 
 
-def saved_model_signatures(kind, default_max_new_tokens=32):
-    """The SavedModel signatures for a model kind: "causal_lm", "seq2seq", "encoder" or "classifier"."""
-    generation = generation_inputs(default_max_new_tokens)
-    text_out = (
-        Tensor(GENERATED_TEXT, "string", (None,), doc="prompt + continuation, as transformers' pipeline"),
-        Tensor(COMPLETION, "string", (None,), doc="the continuation only"),
+_DECODER_IN = (
+    Tensor(DECODER_INPUT_IDS, "int32", (None, None), doc="decoder inputs: the start token, then the targets so far"),
+    Tensor(DECODER_ATTENTION_MASK, "int32", (None, None), doc="1 for real decoder tokens, 0 for padding on the right"),
+)
+
+
+def _stream_signatures(kind):
+    """`stream_prefill` / `stream_decode`: one token at a time, with the cache passed in and out."""
+    cache = Tensor(KV_CACHE_TENSOR, "float32", (None, None, 2, None, None, None),
+                   doc="(layers, batch, 2, cache_length, kv_heads, head_dim)")
+    mask = Tensor(PADDING_MASK, "int32", (None, None), doc="prompt mask + ones for the new tokens")
+    length = Tensor(PROMPT_LENGTH, "int32", (), doc="the (left-padded) prompt width")
+    next_logits = Tensor(LOGITS, "float32", (None, None), doc="next-token logits")
+    return (
+        Signature(STREAM_PREFILL, (*_IDS_IN, Tensor(MAX_NEW_TOKENS, "int32", (), doc="room left in the cache")),
+                  (next_logits, cache, mask, length), "run left-padded prompts into a fresh cache", kind),
+        Signature(STREAM_DECODE, (Tensor(TOKEN, "int32", (None,)), Tensor(STEP, "int32", (), doc="0 for the first new token"),
+                                  cache, mask, length),
+                  (next_logits, cache), "feed one token per row, get the next logits", kind),
     )
-    if kind in ("causal_lm", "seq2seq"):
+
+
+def saved_model_signatures(kind, default_max_new_tokens=32):
+    """The SavedModel signatures for a model kind: "causal_lm", "seq2seq", "encoder" or "classifier".
+
+    The first signature of a kind is the one its warmup records call.
+    """
+    generation = generation_inputs(default_max_new_tokens)
+    if kind == "causal_lm":
         return (
-            Signature(SERVING_DEFAULT, (_TEXT_IN, *generation), text_out, "generate text from text", kind),
+            Signature(SERVING_DEFAULT, (_TEXT_IN, *generation), (
+                Tensor(GENERATED_TEXT, "string", (None,), doc="prompt + continuation, as transformers' pipeline"),
+                Tensor(COMPLETION, "string", (None,), doc="the continuation only"),
+            ), "generate text from text", kind),
             Signature(GENERATE_IDS, (*_IDS_IN, *generation), (Tensor(OUTPUT_IDS, "int32", (None, None)),),
                       "generate token ids from token ids", kind),
             Signature(LOGITS, _IDS_IN, (Tensor(LOGITS, "float32", (None, None, None)),),
                       "logits of every position", kind),
+            *_stream_signatures(kind),
         )
-    embed = Signature(EMBED, (_TEXT_IN,), (Tensor(EMBEDDINGS, "float32", (None, None)),),
+    if kind == "seq2seq":
+        return (
+            # An encoder-decoder's output does not repeat its input: both outputs hold the decoded
+            # target, as transformers' text2text pipeline's `generated_text` does.
+            Signature(SERVING_DEFAULT, (_TEXT_IN, *generation), (
+                Tensor(GENERATED_TEXT, "string", (None,), doc="the generated target, as transformers' text2text pipeline"),
+                Tensor(COMPLETION, "string", (None,), doc="the same text (seq2seq output has no prompt to cut off)"),
+            ), "generate text from text", kind),
+            Signature(GENERATE_IDS, (*_IDS_IN, *generation),
+                      (Tensor(OUTPUT_IDS, "int32", (None, None), doc="the decoder start token, then the new tokens"),),
+                      "generate token ids from token ids", kind),
+            Signature(LOGITS, (*_IDS_IN, *_DECODER_IN), (Tensor(LOGITS, "float32", (None, None, None)),),
+                      "logits of every decoder position (teacher forcing)", kind),
+        )
+    embed = Signature(EMBED, (_TEXT_IN,), (Tensor(EMBEDDINGS, "float32", (None, None), doc="(batch, hidden) pooled"),),
                       "pooled sentence embeddings", kind)
     if kind == "encoder":
         return (embed,)
     if kind == "classifier":
         classify = Signature(
             CLASSIFY, (_TEXT_IN,),
-            (Tensor(SCORES, "float32", (None, None), doc="softmax over labels"),
-             Tensor(LABELS, "string", (None,), doc="the top label")),
+            (Tensor(SCORES, "float32", (None, None), doc="softmax over labels (sigmoid for one label)"),
+             Tensor(LABELS, "string", (None,), doc="the top label, from id2label")),
             "class scores and labels", kind,
         )
         return (classify, embed)
@@ -149,11 +199,18 @@ def markdown_table(kinds=("causal_lm", "seq2seq", "encoder", "classifier")):
     seen = {}
     for kind in kinds:
         for signature in saved_model_signatures(kind):
-            seen.setdefault((signature.name, signature.inputs, signature.outputs), []).append(kind)
-    for (name, inputs, outputs), models in seen.items():
+            # Kinds share a row when names, types, shapes and defaults agree (docs may differ).
+            key = (signature.name, _summary(signature.inputs), _summary(signature.outputs))
+            seen.setdefault(key, (signature, []))[1].append(kind)
+    for signature, models in seen.values():
+        name, inputs, outputs = signature.name, signature.inputs, signature.outputs
         ins = ", ".join(
             f"`{t.name}` {t.dtype}{list(t.shape)}" + (f" = {t.default}" if t.default is not None else "") for t in inputs
         )
         outs = ", ".join(f"`{t.name}` {t.dtype}{list(t.shape)}" for t in outputs)
         rows.append(f"| {', '.join(models)} | `{name}` | {ins} | {outs} |")
     return "\n".join(rows)
+
+
+def _summary(tensors):
+    return tuple((t.name, t.dtype, t.shape, t.default) for t in tensors)

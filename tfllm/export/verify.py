@@ -137,29 +137,143 @@ def op_report(saved_model_dir):
     return {"ops": sorted(ops), "forbidden": sorted(forbidden)}
 
 
-def check_saved_model(saved_model_dir, model, tokenizer, kind, prompts, max_new_tokens, logits_atol=1e-5):
-    """Reloads the export in a fresh process and compares it with the Keras model; raises on a mismatch."""
+def check_saved_model(saved_model_dir, model, tokenizer, kind, prompts, max_new_tokens, logits_atol=1e-5,
+                      pooling=None, embeddings_atol=1e-4, scores_atol=1e-5):
+    """Reloads the export in a fresh process and compares it with the Keras model; raises on a mismatch.
+
+    Per kind: causal LM and seq2seq: greedy `serving_default` text equal, `logits` within
+    `logits_atol` times the largest logit (at least 1); encoder: `embed` within `embeddings_atol` (and cosine >= 0.99999); classifier:
+    `classify` scores within `scores_atol` with the same labels, and `embed` as for an encoder.
+
+    Args:
+        pooling: the resolved pooling config of the `embed` signature (`serving_module.pooling_config`).
+
+    Returns:
+        A dict of the measured differences.
+    """
     report = op_report(saved_model_dir)
     if report["forbidden"]:
         raise ExportVerificationError(f"The export uses ops TF Serving cannot run: {report['forbidden']}")
-    if kind != "causal_lm":
-        return
-    batch = tokenizer(list(prompts), return_tensors="np", padding=True, padding_side="left")
+    checks = {"causal_lm": _check_causal_lm, "seq2seq": _check_seq2seq}
+    if kind in checks:
+        return checks[kind](saved_model_dir, model, tokenizer, list(prompts), max_new_tokens, logits_atol)
+    if kind not in ("encoder", "classifier"):
+        raise ValueError(f"Invalid value for argument `kind`. Expected one of causal_lm, seq2seq, encoder, "
+                         f"classifier. Received: kind={kind!r}")
+    request = {sig.EMBED: {sig.TEXT: list(prompts)}}
+    if kind == "classifier":
+        request[sig.CLASSIFY] = {sig.TEXT: list(prompts)}
+    result = run_in_fresh_process(saved_model_dir, request)
+    backbone = model if kind == "encoder" else model.backbone
+    measured = _compare_embeddings(result[sig.EMBED][sig.EMBEDDINGS],
+                                   keras_embeddings(backbone, tokenizer, prompts, pooling), embeddings_atol)
+    if kind == "classifier":
+        measured.update(_compare_scores(result[sig.CLASSIFY], keras_scores(model, tokenizer, prompts), scores_atol))
+    logger.info("Verified %s in a fresh process: %s", saved_model_dir, measured)
+    return measured
+
+
+def _check_causal_lm(saved_model_dir, model, tokenizer, prompts, max_new_tokens, logits_atol):
+    batch = tokenizer(prompts, return_tensors="np", padding=True, padding_side="left")
     request = {
-        sig.SERVING_DEFAULT: {sig.TEXT: list(prompts), sig.MAX_NEW_TOKENS: max_new_tokens},
+        sig.SERVING_DEFAULT: {sig.TEXT: prompts, sig.MAX_NEW_TOKENS: max_new_tokens},
         sig.LOGITS: {sig.INPUT_IDS: batch["input_ids"].tolist(), sig.ATTENTION_MASK: batch["attention_mask"].tolist()},
     }
     result = run_in_fresh_process(saved_model_dir, request)
     expected = keras_generate_text(model, tokenizer, prompts, max_new_tokens)
-    got = [str(x) for x in result[sig.SERVING_DEFAULT][sig.COMPLETION]]
-    if got != expected:
-        raise ExportVerificationError(f"The SavedModel's greedy text differs from the Keras model's: {got} != {expected}")
+    got = _same_text(result[sig.SERVING_DEFAULT][sig.COMPLETION], expected)
     keras_logits = np.asarray(model({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}))
-    diff = np.abs((result[sig.LOGITS][sig.LOGITS] - keras_logits) * batch["attention_mask"][:, :, None]).max()
-    if diff > logits_atol:
-        raise ExportVerificationError(f"The SavedModel's logits differ from the Keras model's by {diff:.3g} > {logits_atol}")
+    diff = _logits_diff(result[sig.LOGITS][sig.LOGITS], keras_logits, batch["attention_mask"], logits_atol)
     logger.info("Verified %s in a fresh process: greedy text equal, logits within %.2g", saved_model_dir, diff)
-    return {"logits_max_abs_diff": float(diff), "completions": got}
+    return {"logits_max_abs_diff": diff, "completions": got}
+
+
+def _check_seq2seq(saved_model_dir, model, tokenizer, prompts, max_new_tokens, logits_atol):
+    batch = tokenizer(prompts, return_tensors="np", padding=True)
+    ids = np.asarray(model.generate(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                    max_new_tokens=max_new_tokens))
+    decoder = {sig.DECODER_INPUT_IDS: ids, sig.DECODER_ATTENTION_MASK: np.ones_like(ids)}
+    request = {
+        sig.SERVING_DEFAULT: {sig.TEXT: prompts, sig.MAX_NEW_TOKENS: max_new_tokens},
+        sig.LOGITS: {sig.INPUT_IDS: batch["input_ids"].tolist(), sig.ATTENTION_MASK: batch["attention_mask"].tolist(),
+                     **{name: value.tolist() for name, value in decoder.items()}},
+    }
+    result = run_in_fresh_process(saved_model_dir, request)
+    got = _same_text(result[sig.SERVING_DEFAULT][sig.GENERATED_TEXT], tokenizer.batch_decode(ids, skip_special_tokens=True))
+    keras_logits = np.asarray(model({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **decoder}))
+    diff = _logits_diff(result[sig.LOGITS][sig.LOGITS], keras_logits, decoder[sig.DECODER_ATTENTION_MASK], logits_atol)
+    logger.info("Verified %s in a fresh process: greedy text equal, logits within %.2g", saved_model_dir, diff)
+    return {"logits_max_abs_diff": diff, "generated_text": got}
+
+
+def _same_text(got, expected):
+    got = [str(x) for x in got]
+    if got != list(expected):
+        raise ExportVerificationError(f"The SavedModel's greedy text differs from the Keras model's: {got} != {expected}")
+    return got
+
+
+def _logits_diff(got, expected, mask, atol):
+    """The largest difference over real positions; it must be within `atol` times the largest logit (at least 1)."""
+    mask = np.asarray(mask)[:, :, None]
+    diff = float(np.abs((got - expected) * mask).max())
+    limit = atol * max(1.0, float(np.abs(expected * mask).max()))  # float32 rounding grows with the logits
+    if diff > limit:
+        raise ExportVerificationError(f"The SavedModel's logits differ from the Keras model's by {diff:.3g} > {limit:.3g}")
+    return diff
+
+
+def keras_embeddings(backbone, tokenizer, texts, pooling):
+    """What the `embed` signature must return, computed as `tfllm.pipeline("sentence-embeddings")` does.
+
+    Args:
+        backbone: a model returning `{"sequence_output": ...}`.
+        pooling: `{"pooling", "normalize", "max_seq_length", "do_lower_case"}`.
+    """
+    from tfllm.layers.pooling import pool
+
+    texts = [(text.lower() if pooling["do_lower_case"] else text).strip() for text in texts]
+    max_length = pooling["max_seq_length"] or tokenizer.model_max_length
+    batch = tokenizer(texts, return_tensors="np", padding=True, truncation=max_length is not None, max_length=max_length)
+    embeddings = np.asarray(pool(backbone(batch)["sequence_output"], batch["attention_mask"], pooling["pooling"]))
+    if pooling["normalize"]:
+        embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
+    return embeddings
+
+
+def keras_scores(model, tokenizer, texts):
+    """What the `classify` signature must return: `(scores, labels)` as the text-classification pipeline's top-1."""
+    logits = np.asarray(model(tokenizer(list(texts), return_tensors="np", padding=True)), np.float64)
+    if logits.shape[-1] == 1:
+        scores = 1.0 / (1.0 + np.exp(-logits))
+    else:
+        scores = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        scores /= scores.sum(axis=-1, keepdims=True)
+    id2label = getattr(model, "id2label", None) or {}
+    return scores, [str(id2label.get(i, f"LABEL_{i}")) for i in scores.argmax(axis=-1)]
+
+
+def _compare_embeddings(got, expected, atol):
+    diff = float(np.abs(got - expected).max())
+    cosine = float(np.min(np.sum(got * expected, -1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(expected, axis=-1))))
+    if diff > atol or cosine < 0.99999:
+        raise ExportVerificationError(
+            f"The SavedModel's embeddings differ from the Keras model's: max abs {diff:.3g} (limit {atol}), "
+            f"lowest cosine {cosine:.6f} (limit 0.99999)"
+        )
+    return {"embeddings_max_abs_diff": diff, "embeddings_min_cosine": cosine}
+
+
+def _compare_scores(result, expected, atol):
+    scores, labels = expected
+    diff = float(np.abs(result[sig.SCORES] - scores).max())
+    got = [str(x) for x in result[sig.LABELS]]
+    if diff > atol or got != labels:
+        raise ExportVerificationError(
+            f"The SavedModel's classify output differs from the Keras model's: scores by {diff:.3g} (limit {atol}), "
+            f"labels {got} vs {labels}"
+        )
+    return {"scores_max_abs_diff": diff, "labels": got}
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class AutoTokenizer:
         backend = _load_backend(folder, config)
         _add_config_tokens(backend, config)
         init = _init_kwargs(config, backend)
+        init["sentencepiece_model_proto"] = _sentencepiece_proto(folder, backend)
         init.update(kwargs)
         if padding_side is not None:
             init["padding_side"] = padding_side
@@ -142,6 +143,23 @@ def _load_backend(folder, config):
         f"No tokenizer files in {folder!r}. Looked for: {', '.join(_LOOKED_FOR)}. "
         f"Found: {sorted(os.listdir(folder))}."
     )
+
+
+def _sentencepiece_proto(folder, backend):
+    """The bytes of the folder's `spiece.model` when the backend is a Unigram model, else None.
+
+    In-graph tokenizers run SentencePiece from these bytes; a folder with both `tokenizer.json` and
+    `spiece.model` (as transformers saves T5) keeps them too. An unreadable `spiece.model` next to a
+    `tokenizer.json` is left out with a warning, since the backend does not need it.
+    """
+    path = os.path.join(folder, "spiece.model")
+    if not os.path.isfile(path) or not isinstance(backend.model, models.Unigram):
+        return None
+    try:
+        return sentencepiece.read_model_proto(path)
+    except ValueError as error:
+        logger.warning("Not keeping %s for in-graph tokenization: %s", path, error)
+        return None
 
 
 def _set_add_prefix_space(backend, add_prefix_space):

@@ -13,6 +13,10 @@ _GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\
 # A private-use character marks split points before splitting; it cannot be typed by accident.
 _MARK = "\U000F0000"
 _NO_MERGE = 2**31 - 1
+_SPACE = "\u2581"  # SentencePiece's visible space
+# `Tokenizer.decode`'s clean-up of spaces before punctuation (`_utils.clean_up`), in its order.
+_CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 def _bytes_to_unicode():
@@ -237,12 +241,155 @@ class WordPiece(tf.Module):
         ids = self._tokenizer.tokenize(self._normalize(tf.convert_to_tensor(text, tf.string)))
         return tf.cast(ids.merge_dims(1, 2), tf.int32)
 
-    def encode(self, text):
-        """`(batch,)` strings → `[CLS] tokens [SEP]` as `(ids, mask)`, right-padded `(batch, longest)` int32."""
-        ids = self.tokenize(text)[:, : self.max_length - 2]
+    def encode(self, text, max_length=None):
+        """`(batch,)` strings → `[CLS] tokens [SEP]` as `(ids, mask)`, right-padded `(batch, longest)` int32.
+
+        Rows are truncated to `max_length` tokens (default `self.max_length`), `[CLS]` and `[SEP]` included.
+        """
+        ids = self.tokenize(text)[:, : (max_length or self.max_length) - 2]
         rows = ids.nrows()
         ids = tf.concat([tf.fill([rows, 1], self.cls_id), ids, tf.fill([rows, 1], self.sep_id)], axis=1)
         return ids.to_tensor(0), tf.ones_like(ids).to_tensor(0)
+
+
+class SentencePiece(tf.Module):
+    """SentencePiece Unigram (T5) with TF-Text's `SentencepieceTokenizer` op: the same ids as the `Tokenizer`.
+
+    The op runs the checkpoint's own model proto (its normalizer, dummy prefix and Unigram
+    segmentation). Around it, added tokens (`</s>`, `<extra_id_N>`, ...) are matched whole in the
+    text first, as the `tokenizers` backend does, and the post-processor's suffix (T5's `</s>`) is
+    appended. Decoding drops special tokens and joins the pieces as the backend's `Metaspace`
+    decoder does (every "▁" of the first token is dropped, the others become spaces).
+
+    Args:
+        model_proto: the bytes of `spiece.model`.
+        id_strings: the token of every id (the model's pieces, then added tokens beyond them).
+        added_tokens: dict token → id of tokens matched whole in the text.
+        special_ids: ids that `detokenize(skip_special_tokens=True)` drops.
+        suffix_ids: ids `tokenize(text, add_special_tokens=True)` appends.
+        prepend: the decoder's prepend scheme, "always" or "never".
+        clean_up_tokenization_spaces: remove spaces before punctuation, as `Tokenizer.decode` does.
+
+    Example:
+
+    >>> codec = SentencePiece.from_tokenizer(tfllm.AutoTokenizer.from_pretrained(t5_folder))
+    >>> ids = codec.tokenize(tf.constant(["Hello world"]), add_special_tokens=True)  # (batch, (tokens)), "</s>" last
+    """
+
+    def __init__(self, model_proto, id_strings, added_tokens=None, special_ids=(), suffix_ids=(), prepend="always",
+                 clean_up_tokenization_spaces=False, name=None):
+        super().__init__(name=name)
+        import tensorflow_text
+
+        self._tf_text = tensorflow_text
+        self._model = tensorflow_text.SentencepieceTokenizer(model=model_proto, out_type=tf.int32)
+        self.added_tokens = dict(added_tokens or {})
+        self.suffix_ids = tuple(int(i) for i in suffix_ids)
+        self.prepend = prepend
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self._id_strings = tf.constant(list(id_strings))
+        self._special_ids = tf.constant(sorted(special_ids) or [-1], tf.int32)
+        self._added_table = _static_table(
+            list(self.added_tokens) or [""], list(self.added_tokens.values()) or [-1], tf.string, tf.int32, -1
+        )
+        self._added_pattern = "|".join(_re2_escape(t) for t in sorted(self.added_tokens, key=len, reverse=True))
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer):
+        """Builds the in-graph version of a SentencePiece Unigram `tfllm.tokenizers.Tokenizer` (T5).
+
+        Raises:
+            NotImplementedError: the tokenizer keeps no `spiece.model` (loaded from `tokenizer.json`
+                alone), or uses an option this class does not reproduce (named in the message).
+        """
+        from tfllm.tokenizers import sentencepiece
+
+        proto = getattr(tokenizer, "sentencepiece_model_proto", None)
+        if proto is None:
+            raise NotImplementedError(
+                "In-graph SentencePiece tokenization needs the SentencePiece model file `spiece.model`; this "
+                "tokenizer was loaded without one (e.g. from tokenizer.json alone). Put the checkpoint's "
+                "spiece.model next to tokenizer.json and load the folder again."
+            )
+        model = sentencepiece.parse_model_proto(proto)
+        backend = tokenizer.backend_tokenizer
+        spec = json.loads(backend.to_str())
+        _check_same_pieces(model, backend)
+        prepend = _sentencepiece_prepend(model, spec)
+        added = backend.get_added_tokens_decoder()
+        for token in added.values():
+            for option in ("normalized", "lstrip", "rstrip", "single_word"):
+                if getattr(token, option):
+                    raise NotImplementedError(
+                        f"In-graph SentencePiece matches added tokens as written; {token.content!r} has {option}=True."
+                    )
+        empty = tokenizer.encode("")
+        if tokenizer.encode("a") != tokenizer.encode("a", add_special_tokens=False) + empty:
+            raise NotImplementedError("In-graph SentencePiece supports post-processors that append tokens (T5's </s>).")
+        size = backend.get_vocab_size(with_added_tokens=True)
+        return cls(proto, [backend.id_to_token(i) or "" for i in range(size)],
+                   {t.content: i for i, t in added.items()}, [i for i, t in added.items() if t.special], empty,
+                   prepend, tokenizer.clean_up_tokenization_spaces)
+
+    def tokenize(self, text, add_special_tokens=False):
+        """`(batch,)` strings → RaggedTensor `(batch, (tokens))` int32 ids; with the suffix (`</s>`) if asked."""
+        text = tf.convert_to_tensor(text, tf.string)
+        if not self.added_tokens:
+            ids = self._model.tokenize(text)
+        else:
+            pieces = self._tf_text.regex_split(text, self._added_pattern, self._added_pattern)  # (batch, (pieces))
+            added = self._added_table.lookup(pieces.flat_values)  # (pieces,), -1 for ordinary text
+            ids = self._model.tokenize(tf.where(added >= 0, "", pieces.flat_values))  # (pieces, (tokens))
+            single = tf.ragged.boolean_mask(added[:, None], (added >= 0)[:, None])  # the added id, or nothing
+            ids = pieces.with_flat_values(tf.concat([ids, single], axis=1)).merge_dims(1, 2)
+        if add_special_tokens and self.suffix_ids:
+            suffix = tf.tile(tf.constant([self.suffix_ids], tf.int32), [ids.nrows(), 1])
+            ids = tf.concat([ids, tf.cast(suffix, ids.dtype)], axis=1)
+        return tf.cast(ids, tf.int32)
+
+    def detokenize(self, token_ids, mask=None, skip_special_tokens=True):
+        """`(batch, length)` ids (and an optional 0/1 mask of which to keep) → `(batch,)` UTF-8 strings."""
+        token_ids = tf.cast(token_ids, tf.int32)
+        keep = tf.ones_like(token_ids, tf.bool) if mask is None else tf.cast(mask, tf.bool)
+        if skip_special_tokens:
+            is_special = tf.reduce_any(tf.equal(token_ids[..., None], self._special_ids), axis=-1)
+            keep = tf.logical_and(keep, tf.logical_not(is_special))
+        keep = tf.logical_and(keep, tf.logical_and(token_ids >= 0, token_ids < tf.shape(self._id_strings)[0]))
+        tokens = tf.ragged.boolean_mask(tf.gather(self._id_strings, tf.maximum(token_ids, 0)), keep)
+        first = tokens[:, :1].with_flat_values(tf.strings.regex_replace(
+            tokens[:, :1].flat_values, _SPACE, "" if self.prepend != "never" else " "))
+        rest = tokens[:, 1:].with_flat_values(tf.strings.regex_replace(tokens[:, 1:].flat_values, _SPACE, " "))
+        text = tf.strings.reduce_join(tf.concat([first, rest], axis=1), axis=1)
+        if self.clean_up_tokenization_spaces:
+            for before, after in _CLEAN_UP:
+                text = tf.strings.regex_replace(text, _re2_escape(before), after)
+        return text
+
+
+def _check_same_pieces(model, backend):
+    """The backend's first ids must be the proto's pieces, or the op would give other ids."""
+    for index, (piece, _, _) in enumerate(model.pieces):
+        if backend.id_to_token(index) != piece:
+            raise NotImplementedError(
+                f"In-graph SentencePiece needs the tokenizer's vocabulary to start with spiece.model's pieces; id "
+                f"{index} is {backend.id_to_token(index)!r} in the tokenizer and {piece!r} in spiece.model."
+            )
+
+
+def _sentencepiece_prepend(model, spec):
+    """The Metaspace prepend scheme, when the op (which follows the proto) adds "▁" the same way."""
+    pre, decoder = spec.get("pre_tokenizer") or {}, spec.get("decoder") or {}
+    if spec["model"].get("type") != "Unigram" or pre.get("type") != "Metaspace" or decoder.get("type") != "Metaspace":
+        raise NotImplementedError("In-graph SentencePiece needs a Unigram model with Metaspace pre-tokenizer and decoder.")
+    scheme = pre.get("prepend_scheme") or ("always" if pre.get("add_prefix_space", True) else "never")
+    expected = "always" if model.add_dummy_prefix else "never"
+    if scheme != expected or not model.remove_extra_whitespaces:
+        raise NotImplementedError(
+            f"In-graph SentencePiece runs spiece.model as written (add_dummy_prefix={model.add_dummy_prefix}, "
+            f"remove_extra_whitespaces={model.remove_extra_whitespaces}); this tokenizer's prepend_scheme is "
+            f"{scheme!r} (legacy=False or add_prefix_space=False), which it cannot reproduce."
+        )
+    return scheme
 
 
 def _pairs(symbols):
@@ -255,8 +402,14 @@ def _re2_escape(text):
 
 
 def from_tokenizer(tokenizer):
-    """The in-graph tokenizer for a `tfllm.tokenizers.Tokenizer`, or NotImplementedError saying why not."""
+    """The in-graph tokenizer for a `tfllm.tokenizers.Tokenizer`, or NotImplementedError saying why not.
+
+    WordPiece (BERT) → `WordPiece`; Unigram (T5's SentencePiece) → `SentencePiece`; byte-level BPE
+    (GPT-2, Llama 3 style) → `ByteLevelBPE`.
+    """
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"].get("type")
     if model == "WordPiece":
         return WordPiece.from_tokenizer(tokenizer)
+    if model == "Unigram":
+        return SentencePiece.from_tokenizer(tokenizer)
     return ByteLevelBPE.from_tokenizer(tokenizer)

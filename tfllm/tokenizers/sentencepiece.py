@@ -145,7 +145,21 @@ def parse_model_proto(data):
 def read_model(path):
     """Parses the SentencePiece model file at `path`."""
     with open(path, "rb") as f:
+        return _parse_file(path, f.read())
+
+
+def read_model_proto(path):
+    """The bytes of the SentencePiece model file at `path`, checked to parse.
+
+    In-graph tokenizers (`tfllm.tokenizers.in_graph.SentencePiece`) embed these bytes in an export.
+    """
+    with open(path, "rb") as f:
         data = f.read()
+    _parse_file(path, data)
+    return data
+
+
+def _parse_file(path, data):
     try:
         return parse_model_proto(data)
     except (ValueError, UnicodeDecodeError) as error:

@@ -4,6 +4,7 @@ import copy
 import json
 import logging
 import os
+import tempfile
 
 import numpy as np
 from tokenizers import AddedToken
@@ -54,6 +55,10 @@ class Tokenizer:
         model_input_names: The inputs the model takes, as `transformers`'
             `model_input_names`; `token_type_ids` is returned by default when
             listed. Default: `("input_ids", "attention_mask")`.
+        sentencepiece_model_proto: The bytes of the SentencePiece model
+            (`spiece.model`) the backend was built from, or `None`. Kept for
+            in-graph tokenizers (`tfllm.tokenizers.in_graph`) and written back
+            by `save_pretrained`.
 
     Special tokens named here that the backend does not yet know as added
     tokens are added as special tokens, as `transformers` does.
@@ -87,6 +92,7 @@ class Tokenizer:
         add_bos_token=False,
         clean_up_tokenization_spaces=False,
         model_input_names=None,
+        sentencepiece_model_proto=None,
     ):
         self._tokenizer = copy.deepcopy(tokenizer)
         # Per-call padding/truncation are done here, never by backend state.
@@ -106,6 +112,7 @@ class Tokenizer:
         self.model_input_names = _utils.check_model_input_names(
             _utils.WITHOUT_TOKEN_TYPES if model_input_names is None else model_input_names
         )
+        self.sentencepiece_model_proto = None if sentencepiece_model_proto is None else bytes(sentencepiece_model_proto)
         self._warned_pad_fallback = False
         self._add_missing_special_tokens()
         if self.add_bos_token:
@@ -395,7 +402,8 @@ class Tokenizer:
         return state.get("add_prefix_space") if state.get("type") == "ByteLevel" else None
 
     def save_pretrained(self, folder):
-        """Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`.
+        """Writes `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`
+        (and `spiece.model` when the tokenizer keeps a `sentencepiece_model_proto`).
 
         `transformers.AutoTokenizer.from_pretrained(folder)` and
         `tfllm.tokenizers.AutoTokenizer.from_pretrained(folder)` both load the
@@ -413,6 +421,8 @@ class Tokenizer:
         }
         for name, content in files.items():
             _utils.write_atomic(os.path.join(folder, name), content)
+        if self.sentencepiece_model_proto is not None:
+            _write_bytes_atomic(os.path.join(folder, "spiece.model"), self.sentencepiece_model_proto)
         logger.info("Saved tokenizer to %s", folder)
 
     def __repr__(self):
@@ -423,3 +433,14 @@ class Tokenizer:
         )
 
 
+def _write_bytes_atomic(path, data):
+    """Writes `data` to `path` through a temporary file and `os.replace`."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
