@@ -280,3 +280,26 @@ def edited_copy(folder, target, **changes):
     with open(path, "w") as f:
         json.dump(config, f)
     return target
+
+
+def keras_completions(model, tokenizer, prompts, **kwargs):
+    """`model.generate` + decode on a left-padded batch, cut as the pipeline and the exported
+    `serving_default`'s `completion` cut it: the continuation of each prompt."""
+    batch = tokenizer(list(prompts), return_tensors="np", padding=True, padding_side="left")
+    ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).numpy()
+    out = []
+    for prompt_ids, row in zip(batch["input_ids"], ids):
+        prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
+        out.append(tokenizer.decode(row, skip_special_tokens=True)[len(prompt_text):])
+    return out
+
+
+def make_tiny_lm_folder(folder, corpus, vocab_size=300, n_positions=64):
+    """A tiny random GPT-2 with a byte-level BPE tokenizer trained on `corpus`, written to `folder`."""
+    from tfllm.tokenizers import train_byte_level_bpe
+
+    tokenizer = train_byte_level_bpe(corpus, vocab_size=vocab_size)
+    eos = tokenizer.eos_token_id
+    make_hf_gpt2(folder, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, n_positions=n_positions)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -116,6 +116,28 @@ def _embed(args):
     return 0
 
 
+def _serve(args):
+    from tfllm.serving.server.app import serve
+    from tfllm.serving.server.errors import ServingError
+    from tfllm.serving.server.options import ServerOptions
+
+    options = ServerOptions.from_args(args)
+
+    def ready(app):
+        addresses = [f"gRPC on {options.grpc_bind_host}:{app.grpc_port}"] if app.grpc_port else []
+        if app.rest_port:
+            addresses.append(f"REST on http://{options.rest_api_host}:{app.rest_port}/")
+        print(f"tfllm serve: {', '.join(addresses) or 'no port open'}; models: {', '.join(app.core.model_names())}",
+              flush=True)
+
+    try:
+        return serve(options, grace_seconds=args.grace_seconds, on_ready=ready)
+    except ServingError as error:
+        raise ValueError(f"{error.code}: {error.message}") from error
+    except OSError as error:  # a port in use, a folder that cannot be read
+        raise ValueError(str(error)) from error
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tfllm", description="Keras/TensorFlow toolkit for LLMs.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -176,6 +198,16 @@ def build_parser():
                             "mean_sqrt_len_tokens or lasttoken")
     embed.add_argument("--output", default=None, help="also save the (num_sentences, dim) embeddings to this .npy file")
     embed.set_defaults(run=_embed)
+
+    from tfllm.serving.server.options import ServerOptions
+
+    serve = commands.add_parser("serve", help="serve SavedModels over TF Serving's gRPC and REST APIs",
+                                description="Flags are tensorflow_model_server's (--port, --rest_api_port, "
+                                            "--model_name, --model_base_path, --model_config_file, ...).")
+    ServerOptions.add_arguments(serve)
+    serve.add_argument("--grace_seconds", type=float, default=10.0,
+                       help="on SIGTERM/SIGINT, how long requests in flight may take to finish (default: 10)")
+    serve.set_defaults(run=_serve)
     return parser
 
 

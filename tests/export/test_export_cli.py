@@ -5,10 +5,9 @@ import os
 import pytest
 
 import tfllm
-from testing import make_hf_gpt2
+from testing import make_tiny_lm_folder
 from tfllm import cli, quickstart
 from tfllm.export.from_folder import default_output
-from tfllm.tokenizers import train_byte_level_bpe
 
 pytest.importorskip("tensorflow_text")
 
@@ -17,12 +16,7 @@ CORPUS = ["The river bank was steep and the water ran fast under the bridge.", "
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export_cli") / "tiny_hf"
-    tokenizer = train_byte_level_bpe(CORPUS, vocab_size=300)
-    eos = tokenizer.eos_token_id
-    make_hf_gpt2(folder, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, n_positions=64)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_lm_folder(tmp_path_factory.mktemp("export_cli") / "tiny_hf", CORPUS)
 
 
 def test_default_outputs_follow_the_tf_serving_layout():

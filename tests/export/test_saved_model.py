@@ -10,11 +10,10 @@ import pytest
 import tensorflow as tf
 
 import tfllm
-from testing import make_hf_gpt2
+from testing import keras_completions, make_tiny_lm_folder
 from tfllm.export import saved_model
 from tfllm.export import signatures as sig
 from tfllm.export import verify
-from tfllm.tokenizers import train_byte_level_bpe
 
 pytest.importorskip("tensorflow_text")
 pytest.importorskip("tensorflow_serving")
@@ -31,26 +30,12 @@ CORPUS = [
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("saved_model")
-    tokenizer = train_byte_level_bpe(CORPUS, vocab_size=300)
-    folder = root / "hf"
-    eos = tokenizer.eos_token_id
-    make_hf_gpt2(folder, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, n_positions=64)
-    tokenizer.save_pretrained(folder)
+    folder = make_tiny_lm_folder(root / "hf", CORPUS)
     model = tfllm.AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = tfllm.AutoTokenizer.from_pretrained(folder)
     base = root / "saved_models" / "tiny"
     path = saved_model(model, tokenizer, base, max_new_tokens=6)
     return dict(model=model, tokenizer=tokenizer, base=base, path=path)
-
-
-def _keras_completions(model, tokenizer, prompts, **kwargs):
-    batch = tokenizer(prompts, return_tensors="np", padding=True, padding_side="left")
-    ids = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs).numpy()
-    out = []
-    for prompt_ids, row in zip(batch["input_ids"], ids):
-        prompt_text = tokenizer.decode(prompt_ids, skip_special_tokens=True)
-        out.append(tokenizer.decode(row, skip_special_tokens=True)[len(prompt_text):])
-    return out
 
 
 @pytest.mark.slow
@@ -63,7 +48,7 @@ def test_text_in_text_out_equals_keras_generate_after_fresh_reload(exported):
             sig.INPUT_IDS: [[0, 5, 6, 7], [8, 9, 10, 11]], sig.ATTENTION_MASK: [[0, 1, 1, 1], [1, 1, 1, 1]],
             sig.MAX_NEW_TOKENS: 4}},
     )
-    greedy = _keras_completions(model, tokenizer, PROMPTS, max_new_tokens=9)
+    greedy = keras_completions(model, tokenizer, PROMPTS, max_new_tokens=9)
     assert list(result[sig.SERVING_DEFAULT][sig.COMPLETION]) == greedy
     assert list(result[sig.SERVING_DEFAULT][sig.GENERATED_TEXT]) == [p + c for p, c in zip(PROMPTS, greedy)]
     ids = model.generate(np.array([[0, 5, 6, 7], [8, 9, 10, 11]]), attention_mask=np.array([[0, 1, 1, 1], [1] * 4]),
@@ -71,7 +56,7 @@ def test_text_in_text_out_equals_keras_generate_after_fresh_reload(exported):
     np.testing.assert_array_equal(result[sig.GENERATE_IDS][sig.OUTPUT_IDS], ids)
     # Seeded sampling in the graph draws the same tokens as the Keras model with the same seed.
     sampled_result = verify.run_in_fresh_process(exported["path"], {sig.SERVING_DEFAULT: sampled})
-    expected = _keras_completions(model, tokenizer, PROMPTS, max_new_tokens=5, do_sample=True, seed=7, top_k=20)
+    expected = keras_completions(model, tokenizer, PROMPTS, max_new_tokens=5, do_sample=True, seed=7, top_k=20)
     assert list(sampled_result[sig.SERVING_DEFAULT][sig.COMPLETION]) == expected
 
 

@@ -46,7 +46,8 @@ def write_warmup(folder, model_name, prompts, max_new_tokens=None, signature_nam
         folder: the version folder.
         model_name: the model's name in TF Serving (the export base's folder name).
         prompts: texts of the requests: one request with the first, one with all of them.
-        max_new_tokens: sent as `max_new_tokens` when not None (generation signatures).
+        max_new_tokens: sent as `max_new_tokens` when not None (generation signatures); leave it
+            None for models served with `--enable_batching`, whose batching refuses scalar inputs.
         signature_name: the signature the requests call.
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
@@ -105,13 +106,13 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
     """
     start = time.time()
     module = _serving_module(model, tokenizer, max_new_tokens, pooling)
-    generates = sig.MAX_NEW_TOKENS in {t.name for t in module.signature_defs[0].inputs}
     check_tokens = max(1, min(max_new_tokens, 8))
     with atomic_version(export_base, version, overwrite) as (folder, version):
         tf.saved_model.save(module, folder, signatures=module.functions)
         tokenizer.save_pretrained(os.path.join(folder, sig.TOKENIZER_ASSETS))
+        # Text only: TF Serving's batching session refuses scalar inputs, and warmup goes through it.
         write_warmup(folder, os.path.basename(os.path.abspath(export_base)), list(verify_prompts),
-                     check_tokens if generates else None, module.signature_defs[0].name)
+                     signature_name=module.signature_defs[0].name)
         if verify:
             verify_lib.check_saved_model(folder, model, tokenizer, module.kind, verify_prompts, check_tokens,
                                          pooling=getattr(module, "pooling", None))

@@ -86,7 +86,7 @@ class CausalLMServing(Serving):
         self.eos_id = -1 if eos is None else int(eos)
         pad = model.pad_token_id if model.pad_token_id is not None else max(self.eos_id, 0)
         self.pad_id = int(pad)
-        self.num_layers = len(model.init_cache(1, 1))
+        self.num_layers = len(model.init_cache(1, 1)) if self.kind == "causal_lm" else None  # for stream_decode
         self.signature_defs = sig.saved_model_signatures(self.kind, max_new_tokens)
         self.functions = self._signature_functions({
             sig.SERVING_DEFAULT: self._generate_text, sig.GENERATE_IDS: self._generate_ids, sig.LOGITS: self._logits,
