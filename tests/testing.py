@@ -303,3 +303,25 @@ def make_tiny_lm_folder(folder, corpus, vocab_size=300, n_positions=64):
     make_hf_gpt2(folder, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos, n_positions=n_positions)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def make_tiny_t5_folder(folder):
+    """A tiny random T5 v1.1 (gated GELU, untied head) with a SentencePiece tokenizer trained on the
+    Python docs, saved by transformers (spiece.model + tokenizer.json, as T5 checkpoints ship)."""
+    import torch
+    import transformers
+
+    train_tiny_spiece(folder)
+    tokenizer = transformers.T5TokenizerFast.from_pretrained(folder)
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8,
+                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
+                                   decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
+    model = transformers.T5ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0.0, 0.3)  # wider than the default init: decisive greedy choices
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -101,6 +101,7 @@ def test_warmup_records_are_prediction_logs(exported):
     assert log.predict_log.request.model_spec.signature_name == sig.SERVING_DEFAULT
     assert log.predict_log.request.model_spec.name == "tiny"
     assert len(tf.make_ndarray(log.predict_log.request.inputs[sig.TEXT])) == 3
+    assert set(log.predict_log.request.inputs) == {sig.TEXT}  # no scalars: TF Serving's batching refuses them
 
 
 def test_tokenizer_is_shipped_with_the_version(exported):

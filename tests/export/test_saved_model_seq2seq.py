@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import tfllm
-from testing import train_tiny_spiece
+from testing import make_tiny_t5_folder
 from tfllm.export import saved_model
 from tfllm.export import signatures as sig
 from tfllm.export import verify
@@ -36,24 +36,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A tiny random T5 saved by transformers: tokenizer.json and spiece.model, as T5 checkpoints ship."""
-    import torch
-
-    folder = tmp_path_factory.mktemp("t5") / "hf"
-    train_tiny_spiece(folder)
-    tokenizer = transformers.T5TokenizerFast.from_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, num_layers=2, num_heads=4, d_kv=8,
-                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False, dropout_rate=0.0,
-                                   decoder_start_token_id=0, eos_token_id=1, pad_token_id=0)
-    model = transformers.T5ForConditionalGeneration(config).eval()
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() > 1:
-                parameter.normal_(0.0, 0.3)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return make_tiny_t5_folder(tmp_path_factory.mktemp("t5") / "hf")
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +98,7 @@ def test_defaults_signatures_ops_and_warmup(exported):
     records = list(tf.data.TFRecordDataset(os.path.join(exported["path"], sig.WARMUP_FILE)).as_numpy_iterator())
     request = prediction_log_pb2.PredictionLog.FromString(records[1]).predict_log.request
     assert request.model_spec.signature_name == sig.SERVING_DEFAULT and request.model_spec.name == "t5"
-    assert set(request.inputs) == {sig.TEXT, sig.MAX_NEW_TOKENS}
+    assert set(request.inputs) == {sig.TEXT}  # no scalars: TF Serving's batching refuses them
 
 
 def test_shipped_tokenizer_keeps_the_sentencepiece_model(exported, folder):
