@@ -85,9 +85,9 @@ def stream_base(exported_base):
 
 def has_stream_signatures(version_folder):
     from tfllm.export import signatures as sig
-    from tfllm.export.verify import _read_saved_model
+    from tfllm.export.verify import read_saved_model
 
-    signatures = _read_saved_model(str(version_folder)).meta_graphs[0].signature_def
+    signatures = read_saved_model(str(version_folder)).meta_graphs[0].signature_def
     return sig.STREAM_PREFILL in signatures and sig.STREAM_DECODE in signatures
 
 

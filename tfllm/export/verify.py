@@ -87,7 +87,8 @@ def _run_request(saved_model_dir, request_path, result_path):
     np.savez(result_path, **arrays)
 
 
-def _read_saved_model(saved_model_dir):
+def read_saved_model(saved_model_dir):
+    """The `SavedModel` proto of a SavedModel folder (its `saved_model.pb`), without loading the graph."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
@@ -102,9 +103,13 @@ def signature_defaults(saved_model_dir):
     Returns:
         `{signature: {input: numpy value}}`.
     """
+    return defaults_of(read_saved_model(saved_model_dir).meta_graphs[0])
+
+
+def defaults_of(meta_graph):
+    """`{signature: {input: numpy value}}` from a MetaGraphDef's SignatureDef defaults."""
     import tensorflow as tf
 
-    meta_graph = _read_saved_model(saved_model_dir).meta_graphs[0]
     return {
         name: {key: tf.make_ndarray(value) for key, value in definition.defaults.items()}
         for name, definition in meta_graph.signature_def.items()
@@ -122,7 +127,7 @@ def op_report(saved_model_dir):
 
     import tensorflow_text  # noqa: F401  (its ops are linked into TF Serving)
 
-    saved = _read_saved_model(saved_model_dir)
+    saved = read_saved_model(saved_model_dir)
     ops = set()
     for meta_graph in saved.meta_graphs:
         ops.update(node.op for node in meta_graph.graph_def.node)

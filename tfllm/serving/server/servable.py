@@ -30,15 +30,12 @@ class Servable:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (TF-Text ops used by exported tokenizers)
 
-        from tfllm.export.verify import _read_saved_model
+        from tfllm.export.verify import defaults_of, read_saved_model
 
         self.name, self.version, self.path = name, int(version), os.fspath(path)
-        meta_graph = _read_saved_model(self.path).meta_graphs[0]
+        meta_graph = read_saved_model(self.path).meta_graphs[0]
         self.signature_defs = dict(meta_graph.signature_def)
-        self.defaults = {
-            signature: {key: tf.make_ndarray(value) for key, value in definition.defaults.items()}
-            for signature, definition in self.signature_defs.items()
-        }
+        self.defaults = defaults_of(meta_graph)
         self._loaded = tf.saved_model.load(self.path)  # keep a reference while its functions run
         self._functions = {name: self._loaded.signatures[name] for name in self.signature_defs if not name.startswith("__")}
         self._lock = threading.Lock()
