@@ -52,7 +52,7 @@ def get_strategy(name="auto"):
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
         return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     resolver = _tpu_resolver()
     if resolver is None:
         raise RuntimeError(
@@ -60,6 +60,68 @@ def get_strategy(name="auto"):
             "strategy='tpu', but no TPU was found. Received: strategy='tpu'"
         )
     return _tpu_strategy(resolver)
+
+
+def _multi_worker_strategy():
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    patch_keras_for_multi_worker()
+    return strategy
+
+
+_PATCHED = False
+
+
+def patch_keras_for_multi_worker():
+    """Works around two Keras 3.15 bugs that stop `fit`/`evaluate` under a multi-worker strategy.
+
+    `get_strategy` applies it whenever it returns a `MultiWorkerMirroredStrategy`; applying it again
+    does nothing. Single-machine strategies take the same paths as without it.
+
+    1. `TensorFlowTrainer._maybe_symbolic_build` passes the whole nested first batch to
+       `strategy.reduce`, which with several workers accepts one `DistributedValues` only
+       ("Attempt to convert a value ({'input_ids': PerReplica...}) ... to a Tensor";
+       keras-team/keras#20585, #20329). Building needs shapes and dtypes only, so this worker's
+       first local replica's batch is used.
+    2. `reduce_per_replica` averages the per-step logs (scalars) with `axis=0` on the multi-worker
+       branch ("Invalid reduction dimension 0 for input with 0 dimensions"); MirroredStrategy's
+       branch averages over replicas only, which is `axis=None`.
+    """
+    global _PATCHED
+    if _PATCHED:
+        return
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    def local_value(strategy, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    symbolic_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def maybe_symbolic_build(self, iterator=None, data_batch=None):
+        if self._distribute_strategy is None or iterator is None or not _is_multi_worker(self._distribute_strategy):
+            return symbolic_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            batch = next(batches)
+            break
+        batch = tree.map_structure(lambda v: local_value(self.distribute_strategy, v), batch)
+        return symbolic_build(self, data_batch=batch)
+
+    reduce_per_replica = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica_multi_worker(values, strategy, reduction):
+        if reduction in ("auto", "mean") and _is_multi_worker(strategy):
+            return tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None) if isinstance(v, tf.distribute.DistributedValues) else v,
+                values,
+            )
+        return reduce_per_replica(values, strategy, reduction)
+
+    _is_multi_worker = tf_trainer._collective_all_reduce_multi_worker
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = maybe_symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica_multi_worker
+    _PATCHED = True
 
 
 def check_batch_size(global_batch_size, strategy):
