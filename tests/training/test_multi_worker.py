@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-WORKER = Path(__file__).with_name("multi_worker_worker.py")
+WORKER = Path(__file__).with_name("strategy_worker.py")
 TIMEOUT_S = 240  # a hung collective must fail the test, never hang CI
 GRACE_S = 30  # how long the others may run on after one process failed
 
