@@ -16,6 +16,11 @@ from tfllm.generation.sampling import next_token
 _COMPILED = weakref.WeakKeyDictionary()
 
 
+def forget_compiled(model):
+    """Drops `model`'s traced generation functions, e.g. after its layers were replaced (LoRA)."""
+    _COMPILED.pop(model, None)
+
+
 def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id):
     """Generates up to `max_new_tokens` tokens after left-padded prompts.
 
