@@ -28,8 +28,11 @@ class LayerNorm(keras.layers.Layer):
 
     def build(self, input_shape):
         dim = input_shape[-1]
-        self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones")
-        self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros") if self.use_bias else None
+        # autocast=False: under mixed precision the weights are read in float32, not rounded to half.
+        self.gamma = self.add_weight(name="gamma", shape=(dim,), initializer="ones", autocast=False)
+        self.beta = None
+        if self.use_bias:
+            self.beta = self.add_weight(name="beta", shape=(dim,), initializer="zeros", autocast=False)
         self.built = True
 
     def call(self, inputs):
@@ -69,7 +72,7 @@ class RMSNorm(keras.layers.Layer):
         self.epsilon = check_float("epsilon", epsilon, low=0.0)
 
     def build(self, input_shape):
-        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="ones")
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],), initializer="ones", autocast=False)
         self.built = True
 
     def call(self, inputs):

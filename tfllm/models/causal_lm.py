@@ -53,8 +53,11 @@ class CausalLM(TaskModel):
         return task_outputs(self.compute_logits(hidden), outputs)
 
     def compute_logits(self, hidden):
-        """`(batch_size, length, hidden_dim)` hidden states → `(batch_size, length, vocabulary_size)` logits."""
-        return self.backbone.token_embedding(hidden, reverse=True)
+        """`(batch_size, length, hidden_dim)` hidden states → `(batch_size, length, vocabulary_size)` float32 logits.
+
+        Float32 under mixed precision too, so the softmax of the loss and of sampling is exact.
+        """
+        return tf.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
 
     def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
         """One forward step over a preallocated cache: returns `(hidden_states, cache)`."""

@@ -54,7 +54,7 @@ class BertMaskedLM(BertTask):
         self.transform_dense.build(hidden_shape)
         self.transform_norm.build(hidden_shape)
         self.output_bias = self.add_weight(
-            name="output_bias", shape=(self.backbone.vocabulary_size,), initializer="zeros"
+            name="output_bias", shape=(self.backbone.vocabulary_size,), initializer="zeros", autocast=False
         )
         self.built = True
 
@@ -64,8 +64,9 @@ class BertMaskedLM(BertTask):
         )
         hidden = outputs["sequence_output"]
         hidden = self.transform_norm(self.transform_activation(self.transform_dense(hidden)))
-        logits = self.backbone.token_embedding(hidden, reverse=True)
-        return self.task_outputs(logits + ops.cast(self.output_bias, logits.dtype), outputs)
+        # Float32 logits (and a float32 bias) under mixed precision too.
+        logits = ops.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
+        return self.task_outputs(logits + ops.cast(self.output_bias, "float32"), outputs)
 
     def head_weight_table(self):
         return [

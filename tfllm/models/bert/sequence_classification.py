@@ -1,6 +1,7 @@
 """BERT with a classifier on its pooled output."""
 
 import keras
+from keras import ops
 
 from tfllm.errors import check_int, invalid_argument
 from tfllm.models.bert import weights
@@ -62,6 +63,7 @@ class BertSequenceClassification(BertTask):
             inputs, training=training, output_attentions=output_attentions, output_hidden_states=output_hidden_states
         )
         logits = self.classifier(self.classifier_dropout(outputs["pooled_output"], training=training))
+        logits = ops.cast(logits, "float32")  # float32 under mixed precision too
         return self.task_outputs(logits, outputs)
 
     def head_weight_table(self):

@@ -1,6 +1,7 @@
 """Llama with its language-model head: a separate output projection, or tied to the embedding."""
 
 import keras
+from keras import ops
 
 from tfllm.checkpoints import TRANSPOSE, WeightEntry
 from tfllm.models.causal_lm import CausalLM
@@ -44,7 +45,7 @@ class LlamaCausalLM(CausalLM):
     def compute_logits(self, hidden):
         if self.lm_head is None:
             return super().compute_logits(hidden)
-        return self.lm_head(hidden)
+        return ops.cast(self.lm_head(hidden), "float32")  # float32 logits under mixed precision too
 
     def head_weight_table(self):
         if self.lm_head is None:

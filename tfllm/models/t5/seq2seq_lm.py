@@ -96,11 +96,13 @@ class T5Seq2SeqLM(TaskModel):
         return self.compute_logits(hidden)
 
     def compute_logits(self, hidden):
-        """`(batch_size, length, hidden_dim)` decoder states → `(batch_size, length, vocabulary_size)` logits."""
+        """`(batch_size, length, hidden_dim)` decoder states → `(batch_size, length, vocabulary_size)` float32
+        logits (under mixed precision too)."""
         if self.lm_head is not None:
-            return self.lm_head(hidden)
+            return tf.cast(self.lm_head(hidden), "float32")
         # The tied head sees the states rescaled, as the Mesh TensorFlow T5 did.
-        return self.backbone.token_embedding(hidden * self.backbone.hidden_dim**-0.5, reverse=True)
+        logits = self.backbone.token_embedding(hidden * self.backbone.hidden_dim**-0.5, reverse=True)
+        return tf.cast(logits, "float32")
 
     def prepare_decoder_input_ids_from_labels(self, labels):
         """`labels` shifted right after `decoder_start_token_id`, for `decoder_input_ids` (see `shift_right`)."""
