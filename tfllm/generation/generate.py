@@ -117,6 +117,8 @@ def generate(
         seed = random.randrange(2**31)
     seed = check_int("seed", seed, minimum=0)
     ids, mask = left_align(ids, mask)
+    if not model.built:  # variables must exist before the compiled loop traces (it cannot create them)
+        model.build()
     if num_beams > 1:
         fn = compiled_beam_search(model, num_beams, num_return_sequences, bool(jit_compile))
         return fn(tf.constant(ids), tf.constant(mask), tf.constant(max_new_tokens, tf.int32),

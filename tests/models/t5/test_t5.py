@@ -276,3 +276,12 @@ def test_saving_an_unmappable_feed_forward_is_refused(tmp_path):
     backbone.build()
     with pytest.raises(ValueError, match="activation='silu' and gated_ffn=True"):
         backbone.save_pretrained(tmp_path / "out")
+
+
+def test_generate_builds_an_unbuilt_model():
+    backbone = T5Backbone(vocabulary_size=40, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
+                          head_dim=8, relative_attention_num_buckets=8, relative_attention_max_distance=20)
+    model = T5Seq2SeqLM(backbone)
+    assert not model.built
+    ids = model.generate(np.array([[5, 6, 7, 1]]), max_new_tokens=3)
+    assert ids.shape == (1, 4)
