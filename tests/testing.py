@@ -325,3 +325,17 @@ def make_tiny_t5_folder(folder):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+CORPUS_WORDS = "the a cat dog bird sees likes finds ball tree house river book garden".split()
+
+
+def write_corpus(path, documents=30, seed=0):
+    """Writes `documents` random sentences of `CORPUS_WORDS`, separated by blank lines (a .txt training file)."""
+    import random
+    from pathlib import Path
+
+    rng = random.Random(seed)
+    lines = [" ".join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(20, 40))) + "." for _ in range(documents)]
+    Path(path).write_text("\n\n".join(lines) + "\n")
+    return str(path)

@@ -92,3 +92,14 @@ def test_argument_errors(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         save_folder(tmp_path / "model", **arguments)
     assert os.listdir(tmp_path) == []
+
+
+def test_files_are_readable_by_others_as_umask_allows(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_folder(tmp_path / "out", config={"a": 1}, state_dict={"w": np.zeros(2, np.float32)},
+                    files={"tokenizer.json": "{}"})
+    finally:
+        os.umask(old)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert oct(os.stat(tmp_path / "out" / name).st_mode & 0o777) == "0o644", name

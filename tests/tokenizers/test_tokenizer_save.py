@@ -81,3 +81,11 @@ def test_save_overwrites_and_leaves_no_temp_files(trained, tmp_path):
     trained.save_pretrained(tmp_path)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
     assert AutoTokenizer.from_pretrained(tmp_path).vocab_size == trained.vocab_size
+
+
+def test_saved_files_are_not_private(saved):
+    _, folder = saved
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in os.listdir(folder):
+        assert os.stat(os.path.join(folder, name)).st_mode & 0o777 == 0o666 & ~umask, name  # not mkstemp's 0600

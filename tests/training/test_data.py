@@ -248,6 +248,35 @@ def test_a_fresh_build_skipped_ahead_replays_the_same_stream(tmp_path, bert_toke
     assert not np.array_equal(stack(run[:steps], 2), stack(run[steps:2 * steps], 2))
 
 
+def test_epoch_batches_are_a_function_of_seed_and_epoch_only(tmp_path, bert_tokenizer):
+    """`TrainingData.epoch`: what the trainer resumes from. Other iterators never shift it."""
+    path = masked_lm_corpus(tmp_path, bert_tokenizer, documents=30, length=14)
+    build = lambda seed=1: build_datasets("masked_lm", bert_tokenizer, path, sequence_length=16, batch_size=4,
+                                          seed=seed)
+    data = build()
+    first = one_epoch(data.epoch(0))
+    assert len(first) == data.steps_per_epoch == 6
+    one_epoch(data.epoch(1))
+    one_epoch(data.train)  # iterating the other datasets moves nothing
+    again = one_epoch(build().epoch(0))  # a fresh build, as in a restarted process
+    for key in (0, 1, 2):
+        np.testing.assert_array_equal(stack(first, key, "input_ids" if key == 0 else None),
+                                      stack(again, key, "input_ids" if key == 0 else None))
+    second = one_epoch(data.epoch(1))
+    assert not np.array_equal(stack(first, 1), stack(second, 1))  # another order
+    # The same documents get other masks in the next epoch (rows matched by their original ids).
+    masks = [{tuple(row): w for row, w in zip(stack(b, 1), stack(b, 2))} for b in (first, second)]
+    common = set(masks[0]) & set(masks[1])
+    assert len(common) > 10 and sum(np.array_equal(masks[0][k], masks[1][k]) for k in common) < len(common) / 2
+    assert not np.array_equal(stack(one_epoch(build(seed=2).epoch(0)), 1), stack(first, 1))
+    skipped = one_epoch(data.epoch(0, skip=4))
+    np.testing.assert_array_equal(stack(skipped, 2), stack(first[4:], 2))
+    options = data.epoch(0).options()
+    assert options.deterministic is True and options.experimental_distribute.auto_shard_policy == DATA_POLICY
+    with pytest.raises(ValueError, match="Received: skip=-1"):
+        data.epoch(0, skip=-1)
+
+
 # === Classification ===
 
 

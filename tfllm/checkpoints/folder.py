@@ -10,6 +10,7 @@ import numpy as np
 import safetensors.numpy
 
 from tfllm.errors import invalid_argument
+from tfllm.files import umask_permissions
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def _write_contents(folder, config, state_dict, files, metadata):
     # safetensors refuses non-contiguous arrays and arrays that share memory.
     tensors = {key: np.array(value, order="C", copy=True) for key, value in state_dict.items()}
     safetensors.numpy.save_file(tensors, os.path.join(folder, "model.safetensors"), metadata=metadata)
+    umask_permissions(os.path.join(folder, "model.safetensors"))  # safetensors writes it 0600
     for name, content in files.items():
         path = os.path.join(folder, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)

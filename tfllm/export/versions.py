@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from tfllm.errors import check_int
+from tfllm.files import umask_permissions
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +91,7 @@ def atomic_file(path, overwrite=True):
     os.close(handle)
     try:
         yield Path(temporary)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make the published file private
+        umask_permissions(temporary)  # mkstemp's 0600 would make the published file private
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

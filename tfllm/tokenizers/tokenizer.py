@@ -4,7 +4,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 from tokenizers import AddedToken
@@ -422,7 +421,7 @@ class Tokenizer:
         for name, content in files.items():
             _utils.write_atomic(os.path.join(folder, name), content)
         if self.sentencepiece_model_proto is not None:
-            _write_bytes_atomic(os.path.join(folder, "spiece.model"), self.sentencepiece_model_proto)
+            _utils.write_atomic(os.path.join(folder, "spiece.model"), self.sentencepiece_model_proto)
         logger.info("Saved tokenizer to %s", folder)
 
     def __repr__(self):
@@ -431,16 +430,3 @@ class Tokenizer:
             f"eos_token={self.eos_token!r}, pad_token={self.pad_token!r}, "
             f"padding_side={self.padding_side!r})"
         )
-
-
-def _write_bytes_atomic(path, data):
-    """Writes `data` to `path` through a temporary file and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

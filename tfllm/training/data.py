@@ -61,6 +61,18 @@ class TrainingData:
     steps_per_epoch: int
     tokens_per_example: int
     label2id: dict | None = None
+    make_epoch: object = dataclasses.field(default=None, repr=False, compare=False)
+
+    def epoch(self, epoch, skip=0):
+        """The training batches of epoch `epoch` (from 0), for one `fit` per epoch.
+
+        Their order (when `build_datasets` shuffles) and their masks (masked LM) are functions of
+        `seed` and `epoch` alone, whichever process or iterator asks, unlike `train`, whose reshuffles
+        and masks follow how often it was iterated. A run restarted after a crash therefore sees the
+        batches it would have seen; `skip` drops the batches it had trained on.
+        """
+        epoch = check_int("epoch", epoch, minimum=0)
+        return self.make_epoch(epoch, check_int("skip", skip, minimum=0))
 
 
 # === Reading records ===
@@ -270,6 +282,11 @@ def build_datasets(task, tokenizer, data, *, sequence_length, batch_size, valida
     _check_count(train, batch_size, records, "data", f"one batch of batch_size={batch_size}",
                  f" ({_count(validation)} held out for validation)" if held_out is None and validation else "")
     train_dataset = _pipeline(train, batch_size, training=True, shuffle=shuffle, seed=seed, spec=spec)
+
+    def make_epoch(epoch, skip):
+        return _pipeline(train, batch_size, training=True, shuffle=shuffle, seed=seed, spec=spec, epoch=epoch,
+                         skip=skip)
+
     validation_dataset = None
     if validation is not None:
         validation_dataset = _pipeline(validation, batch_size, training=False, shuffle=False, seed=seed, spec=spec)
@@ -277,7 +294,7 @@ def build_datasets(task, tokenizer, data, *, sequence_length, batch_size, valida
         train=train_dataset, validation=validation_dataset, train_examples=_count(train),
         validation_examples=_count(validation), steps_per_epoch=_count(train) // batch_size,
         tokens_per_example=sequence_length * (2 if task == "seq2seq" else 1),
-        label2id=options.get("label2id"),
+        label2id=options.get("label2id"), make_epoch=make_epoch,
     )
 
 
@@ -528,20 +545,25 @@ def _check_count(examples, needed, records, argument, what, note=""):
                         f"{len(records)} records, fewer than {what} (argument `{argument}`)")
 
 
-def _pipeline(examples, batch_size, *, training, shuffle, seed, spec):
+def _pipeline(examples, batch_size, *, training, shuffle, seed, spec, epoch=None, skip=0):
+    """Batches of `examples`; with `epoch`, shuffled and masked with a seed made of `(seed, epoch)` only."""
+    fixed = epoch is not None
+    if fixed:
+        seed = seed * 1_000_003 + epoch
     dataset = tf.data.Dataset.from_tensor_slices(examples)
     if training and shuffle:
-        dataset = dataset.shuffle(_count(examples), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(_count(examples), seed=seed, reshuffle_each_iteration=not fixed)
     dataset = dataset.batch(batch_size, drop_remainder=training)
     if spec is not None:
         # One random seed per batch: new masks each training epoch, the same ones each validation pass.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training)
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training and not fixed)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda example, batch_seed: _mask(example, batch_seed, **spec), num_parallel_calls=tf.data.AUTOTUNE
         )
     options = tf.data.Options()
+    options.deterministic = True
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return dataset.skip(skip).with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 def _mask(example, batch_seed, probability, mask_id, vocab_size):
