@@ -160,6 +160,9 @@ def _train(args):
         print(f"train loss {result['loss']:.4f}")
     if result["validation"]:
         print("validation: " + _metrics_line(result["validation"]))
+    if not result["chief"]:
+        print("this worker is not the chief of the multi-worker run: the chief saves the model and logs")
+        return 0
     print(f"saved the model and tokenizer to {result['output']} "
           f"(log.csv, training.png, tensorboard/{', adapters/' if result['adapters'] else ''})")
     return 0

@@ -174,7 +174,8 @@ def train(config):
         `steps`, `steps_per_epoch`, `train_examples`, `validation_examples`; the last epoch's logs
         (`loss`, `accuracy`, `val_loss`, `val_accuracy`, `learning_rate`); `validation` (exact
         token-weighted `loss`, `perplexity` for LMs, `accuracy`); `tokens_per_second`;
-        `resumed_from` (the global step restored, or None); `trainable_parameters`; `model` and
+        `resumed_from` (the global step restored, or None); `trainable_parameters`; `chief` (False
+        on the workers of a multi-worker run that leave writing to the chief); `model` and
         `tokenizer`.
     """
     config.validate()
@@ -206,7 +207,7 @@ def train(config):
     finally:
         keras.config.set_dtype_policy(policy)
     result.update(tokens_per_second=log.tokens_per_second, resumed_from=resume.global_step if resume else None,
-                  trainable_parameters=trainable)
+                  trainable_parameters=trainable, chief=chief)
     return result
 
 
