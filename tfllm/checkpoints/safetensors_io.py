@@ -35,6 +35,11 @@ _DTYPES = {
 
 _HEADER_LENGTH_BYTES = 8
 
+try:  # TensorFlow depends on ml_dtypes; it gives numpy a real bfloat16.
+    from ml_dtypes import bfloat16 as _BFLOAT16
+except ImportError:  # pragma: no cover
+    _BFLOAT16 = None
+
 
 def bfloat16_bits_to_float32(bits):
     """Widens bfloat16 values, given as their uint16 bit patterns, to float32 exactly.
@@ -106,6 +111,55 @@ def _check_entry(path, name, entry, data_size):
     return dtype, tuple(shape), begin, end
 
 
+def _stored_dtype(entry_dtype, dtype):
+    """The dtype a mapped view of a tensor has: bfloat16 through ml_dtypes when it is installed."""
+    if entry_dtype == "BF16" and _BFLOAT16 is not None:
+        return _BFLOAT16
+    return dtype
+
+
+class _MappedFile:
+    """A validated, memory-mapped safetensors file: header checked, data not read."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        file_size = os.path.getsize(self.path)
+        with open(self.path, "rb") as handle:
+            if file_size == 0:
+                raise CheckpointError(f"Corrupt safetensors file {self.path}: the file is empty.")
+            # The mapping keeps its own duplicate of the descriptor, so the file can close now.
+            self.mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            header, self.data_start = _read_header(self.path, self.mapped, file_size)
+            metadata = header.pop("__metadata__", None) or {}
+            if not isinstance(metadata, dict):
+                raise CheckpointError(f"Corrupt safetensors file {self.path}: `__metadata__` is not a JSON object.")
+            # Every entry is checked before any tensor is handed out, so a corrupt file is refused whole.
+            self.entries = {
+                name: (entry["dtype"], *_check_entry(self.path, name, entry, file_size - self.data_start))
+                for name, entry in header.items()
+            }
+        except BaseException:
+            self.mapped.close()
+            raise
+        self.metadata = metadata
+
+    def view(self, name):
+        """A read-only array over the tensor's mapped bytes; reading it pages the bytes in."""
+        entry_dtype, dtype, shape, begin, _ = self.entries[name]
+        dtype = _stored_dtype(entry_dtype, dtype)
+        flat = np.frombuffer(self.mapped, dtype=dtype, count=math.prod(shape), offset=self.data_start + begin)
+        return flat.reshape(shape)
+
+    def widened(self, name):
+        """An owned copy of the tensor; floating point tensors as float32."""
+        entry_dtype, dtype, shape, begin, _ = self.entries[name]
+        flat = np.frombuffer(self.mapped, dtype=dtype, count=math.prod(shape), offset=self.data_start + begin)
+        if entry_dtype == "BF16":
+            return bfloat16_bits_to_float32(flat).reshape(shape)
+        return (to_float32_if_float(flat) if flat.dtype.kind == "f" else flat.copy()).reshape(shape)
+
+
 def read_safetensors(path):
     """Reads every tensor of a safetensors file.
 
@@ -123,24 +177,76 @@ def read_safetensors(path):
     Raises:
         CheckpointError: the file is truncated or corrupt, or holds an unsupported dtype.
     """
-    path = os.fspath(path)
-    file_size = os.path.getsize(path)
-    with open(path, "rb") as handle:
-        if file_size == 0:
-            raise CheckpointError(f"Corrupt safetensors file {path}: the file is empty.")
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-            header, data_start = _read_header(path, mapped, file_size)
-            metadata = header.pop("__metadata__", None) or {}
-            if not isinstance(metadata, dict):
-                raise CheckpointError(f"Corrupt safetensors file {path}: `__metadata__` is not a JSON object.")
-            tensors = {}
-            for name, entry in header.items():
-                dtype, shape, begin, _ = _check_entry(path, name, entry, file_size - data_start)
-                flat = np.frombuffer(mapped, dtype=dtype, count=math.prod(shape), offset=data_start + begin)
-                if entry["dtype"] == "BF16":
-                    array = bfloat16_bits_to_float32(flat)
-                else:
-                    array = to_float32_if_float(flat) if flat.dtype.kind == "f" else flat.copy()
-                tensors[name] = array.reshape(shape)
-                del flat  # Release the mmap export before the mapping closes.
-    return tensors, metadata
+    mapped_file = _MappedFile(path)
+    tensors = {name: mapped_file.widened(name) for name in mapped_file.entries}
+    mapped_file.mapped.close()  # Every returned array owns its memory.
+    return tensors, mapped_file.metadata
+
+
+def map_safetensors(path):
+    """Memory-maps a safetensors file and returns views of its tensors, without reading them.
+
+    The whole header is validated first, so a truncated or corrupt file is refused before any
+    tensor is handed out. Each tensor is a read-only array over the mapped file, in its stored
+    dtype (bfloat16 as `ml_dtypes.bfloat16`, or widened to float32 if ml_dtypes is missing):
+    nothing is read from disk until the array is, and the mapping lives as long as any view.
+    Pass a view to `release_mapped_pages` once it has been copied, to drop its pages from the
+    process's resident memory.
+
+    Args:
+        path: the `.safetensors` file.
+
+    Returns:
+        A tuple `(tensors, metadata)` as `read_safetensors`.
+
+    Raises:
+        CheckpointError: the file is truncated or corrupt, or holds an unsupported dtype.
+    """
+    mapped_file = _MappedFile(path)
+    tensors = {}
+    for name, (entry_dtype, _, _, _, _) in mapped_file.entries.items():
+        if entry_dtype == "BF16" and _BFLOAT16 is None:
+            tensors[name] = mapped_file.widened(name)
+        else:
+            tensors[name] = mapped_file.view(name)
+    return tensors, mapped_file.metadata
+
+
+def _mapping_of(array):
+    base = array
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if isinstance(base, memoryview):  # numpy's frombuffer keeps a memoryview of the mmap
+        base = base.obj
+    return base if isinstance(base, mmap.mmap) else None
+
+
+def is_mapped(array):
+    """Whether `array` is a view over a memory-mapped file (from `map_safetensors`)."""
+    return isinstance(array, np.ndarray) and _mapping_of(array) is not None
+
+
+def release_mapped_pages(array):
+    """Drops the resident pages under a contiguous view of a mapped file; other arrays are ignored.
+
+    The view stays valid: reading it again pages the bytes back in from the file. This keeps the
+    process's resident memory to about one tensor of file pages while a checkpoint is copied
+    into variables, instead of the whole file.
+
+    Returns:
+        True if pages were released.
+    """
+    mapping = _mapping_of(array) if isinstance(array, np.ndarray) else None
+    contiguous = mapping is not None and (array.flags.c_contiguous or array.flags.f_contiguous)
+    if not contiguous or not hasattr(mmap, "MADV_DONTNEED") or mapping.closed or array.nbytes == 0:
+        return False
+    whole = np.frombuffer(mapping, dtype=np.uint8)
+    offset = array.ctypes.data - whole.ctypes.data
+    del whole
+    page = mmap.PAGESIZE
+    begin = -(-offset // page) * page  # Only whole pages inside the view: neighbours may be in use.
+    end = (offset + array.nbytes) // page * page
+    if end <= begin:
+        return False
+    mapping.madvise(mmap.MADV_DONTNEED, begin, end - begin)
+    return True

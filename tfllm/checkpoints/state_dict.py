@@ -10,7 +10,7 @@ import logging
 import os
 
 from tfllm.checkpoints.errors import CheckpointError
-from tfllm.checkpoints.safetensors_io import read_safetensors
+from tfllm.checkpoints.safetensors_io import map_safetensors, read_safetensors
 from tfllm.checkpoints.tf_names import looks_like_tf_names, read_tf_h5, tf_to_pt_state_dict
 from tfllm.checkpoints.torch_pickle import read_torch_bin
 
@@ -123,22 +123,38 @@ def find_weight_files(folder):
     raise FileNotFoundError(f"No weights found in {folder}: looked for {names}.")
 
 
-def _read_safetensors_file(path):
-    tensors, metadata = read_safetensors(path)
+def _read_safetensors_file(path, mapped=False):
+    tensors, metadata = (map_safetensors if mapped else read_safetensors)(path)
     weight_format = metadata.get("format")
     if weight_format == "flax":
         raise CheckpointError(f"{path}: Flax safetensors (metadata format=flax) are unsupported.")
     if weight_format == "tf" or looks_like_tf_names(tensors):
-        return tf_to_pt_state_dict(tensors, path)
+        # TF kernels are renamed and re-laid out; the eager reader widens them as before.
+        return tf_to_pt_state_dict(read_safetensors(path)[0] if mapped else tensors, path)
     return tensors
 
 
-def _read_file(weight_format, path):
+def _read_file(weight_format, path, mapped=False):
     if weight_format == SAFETENSORS:
-        return _read_safetensors_file(path)
+        return _read_safetensors_file(path, mapped)
     if weight_format == TF_H5:
         return tf_to_pt_state_dict(read_tf_h5(path), path)
     return read_torch_bin(path)
+
+
+def _read_all(folder, mapped):
+    weight_format, files = find_weight_files(folder)
+    state_dict = {}
+    origin = {}
+    for path in files:
+        for key, array in _read_file(weight_format, path, mapped).items():
+            if key in state_dict:
+                raise CheckpointError(f"Key `{key}` appears in both {origin[key]} and {path}.")
+            state_dict[key] = array
+            origin[key] = path
+    _check_index_keys(folder, weight_format, state_dict)
+    logger.info("Read %d tensors (%s) from %s.", len(state_dict), weight_format, folder)
+    return state_dict
 
 
 def read_state_dict(folder):
@@ -166,18 +182,29 @@ def read_state_dict(folder):
     state_dict["transformer.wte.weight"].shape  # (50257, 768)
     ```
     """
-    weight_format, files = find_weight_files(folder)
-    state_dict = {}
-    origin = {}
-    for path in files:
-        for key, array in _read_file(weight_format, path).items():
-            if key in state_dict:
-                raise CheckpointError(f"Key `{key}` appears in both {origin[key]} and {path}.")
-            state_dict[key] = array
-            origin[key] = path
-    _check_index_keys(folder, weight_format, state_dict)
-    logger.info("Read %d tensors (%s) from %s.", len(state_dict), weight_format, folder)
-    return state_dict
+    return _read_all(folder, mapped=False)
+
+
+def open_state_dict(folder):
+    """Like `read_state_dict`, but PyTorch-named safetensors are memory-mapped, not read.
+
+    Their tensors are read-only views over the mapped files, in the stored dtype (float16 and
+    bfloat16 are not widened), and cost no memory until read; `load_weights` copies them into
+    variables one at a time. Every file's header and the index are checked up front, exactly as
+    `read_state_dict` does, so a corrupt or incomplete checkpoint is refused before any tensor
+    is used. Other formats (`tf_model.h5`, `pytorch_model.bin`, TF-named safetensors) are read
+    as by `read_state_dict`.
+
+    Args:
+        folder: a Hugging Face model folder.
+
+    Returns:
+        A dict of PyTorch key -> `np.ndarray`.
+
+    Raises:
+        FileNotFoundError, CheckpointError: as `read_state_dict`.
+    """
+    return _read_all(folder, mapped=True)
 
 
 def _check_index_keys(folder, weight_format, state_dict):

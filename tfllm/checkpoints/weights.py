@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from tfllm.checkpoints.errors import CheckpointError
+from tfllm.checkpoints.safetensors_io import is_mapped, release_mapped_pages
 from tfllm.checkpoints.transforms import IDENTITY, Transform
 from tfllm.errors import invalid_argument
 
@@ -77,26 +78,87 @@ def _compile_patterns(ignorable):
         raise invalid_argument("ignorable", "a list of regular expressions", ignorable) from error
 
 
+def _convert(entry, state_dict):
+    """Returns (HF arrays, transformed array or None, error message or None) for one entry."""
+    hf_arrays = [np.asarray(state_dict[key]) for key in entry.hf_keys]
+    received = ", ".join(f"`{k}` {a.shape}" for k, a in zip(entry.hf_keys, hf_arrays))
+    expected = tuple(entry.variable.shape)
+    try:
+        array = entry.transform.to_tfllm(*hf_arrays)
+    except ValueError as error:
+        return hf_arrays, None, f"{received}: transform {entry.transform.name} failed ({error}); expected {expected}"
+    if array.shape != expected:
+        return hf_arrays, array, (
+            f"{received}: expected shape {expected} after {entry.transform.name}, received {array.shape}"
+        )
+    return hf_arrays, array, None
+
+
 def _converted_arrays(entries, state_dict, source):
-    """Applies every transform and checks every shape; returns the arrays without assigning."""
+    """Applies every transform and checks every shape, without assigning.
+
+    Returns one array per entry, or None where the entry reads memory-mapped tensors and its
+    transform copied them (a concat): that array is made again when it is assigned, so at most
+    one such copy exists at a time. Views of a mapped file (identity, transpose, reshape) cost
+    nothing to keep: no byte of the file is read until assignment.
+    """
     arrays, problems = [], []
     for entry in entries:
-        hf_arrays = [np.asarray(state_dict[key]) for key in entry.hf_keys]
-        received = ", ".join(f"`{k}` {a.shape}" for k, a in zip(entry.hf_keys, hf_arrays))
-        expected = tuple(entry.variable.shape)
-        try:
-            array = entry.transform.to_tfllm(*hf_arrays)
-        except ValueError as error:
-            problems.append(f"{received}: transform {entry.transform.name} failed ({error}); expected {expected}")
-            continue
-        if array.shape != expected:
-            problems.append(
-                f"{received}: expected shape {expected} after {entry.transform.name}, received {array.shape}"
-            )
+        hf_arrays, array, problem = _convert(entry, state_dict)
+        if problem:
+            problems.append(problem)
+        mapped = [a for a in hf_arrays if is_mapped(a)]
+        if mapped and array is not None and not is_mapped(array):
+            array = None
+            for hf_array in mapped:
+                release_mapped_pages(hf_array)
         arrays.append(array)
     if problems:
         raise CheckpointError(f"Shape mismatch loading {source}: " + "; ".join(problems))
     return arrays
+
+
+# Arrays are written into their variable's own buffer in slices of about this many bytes, so a
+# conversion never holds a whole extra copy of a big tensor (the embedding is ~150 MB in GPT-2)
+# and no variable buffer is reallocated.
+_CHUNK_BYTES = 4 * 2**20
+
+
+def _backend_variable(variable):
+    """The tf.Variable under a keras.Variable, if the backend is TensorFlow; else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    value = getattr(variable, "value", None)
+    return value if isinstance(value, tf.Variable) else None
+
+
+def _assign(variable, array):
+    """Copies `array` into `variable` in place, slice by slice, dropping mapped pages as it goes.
+
+    The numpy copy before the cast matters: TensorFlow may share an aligned numpy buffer, and a
+    variable must never end up backed by a read-only mapped file.
+    """
+    tf_variable = _backend_variable(variable)
+    if tf_variable is None or array.ndim == 0 or array.size == 0:
+        variable.assign(keras.ops.cast(np.array(array, order="C", copy=True), variable.dtype))
+        release_mapped_pages(array)
+        return
+    import tensorflow as tf
+
+    rows = array.shape[0]
+    step = max(1, _CHUNK_BYTES // (array.nbytes // rows))
+    for start in range(0, rows, step):
+        chunk = array[start : start + step]
+        value = keras.ops.cast(np.array(chunk, order="C", copy=True), variable.dtype)
+        # The raw op, not `tf_variable[a:b].assign`: slicing the variable reads it first, and that
+        # live read makes TensorFlow copy the whole buffer before writing the slice.
+        tf.raw_ops.ResourceStridedSliceAssign(
+            ref=tf_variable.handle, begin=[start], end=[start + chunk.shape[0]], strides=[1], value=value
+        )
+        release_mapped_pages(chunk)
+    release_mapped_pages(array)
 
 
 def load_weights(entries, state_dict, *, source, ignorable=()):
@@ -110,7 +172,9 @@ def load_weights(entries, state_dict, *, source, ignorable=()):
 
     Args:
         entries: the family's list of `WeightEntry`.
-        state_dict: HF key -> array, e.g. from `read_state_dict`.
+        state_dict: HF key -> array, e.g. from `read_state_dict`, or from `open_state_dict`
+            (memory-mapped views: each tensor is copied into its variable and its pages dropped
+            in turn, so the whole file is never resident at once).
         source: the checkpoint's folder or file name, for messages.
         ignorable: regular expressions (matched with `re.fullmatch`) for keys that may be present
             and unused, e.g. `r"h\\.\\d+\\.attn\\.bias"` or `r"lm_head\\.weight"`.
@@ -142,7 +206,13 @@ def load_weights(entries, state_dict, *, source, ignorable=()):
             + ". Load them, or list them as ignorable if the model does not need them."
         )
     for entry, array in zip(entries, arrays):
-        entry.variable.assign(keras.ops.cast(array, entry.variable.dtype))
+        if array is None:
+            hf_arrays, array, _ = _convert(entry, state_dict)
+        else:
+            hf_arrays = [np.asarray(state_dict[key]) for key in entry.hf_keys]
+        _assign(entry.variable, array)
+        for hf_array in hf_arrays:
+            release_mapped_pages(hf_array)
     logger.info(
         "Loaded %d tensors into %d variables from %s; ignored %d keys%s",
         len(used), len(entries), source, len(ignored), (": " + ", ".join(ignored)) if ignored else ".",
