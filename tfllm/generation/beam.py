@@ -16,7 +16,7 @@ import collections
 
 import tensorflow as tf
 
-from tfllm.generation.loop import _compiled_for
+from tfllm.generation.loop import _compiled_for, cache_room, xla_decode_step
 
 # transformers' score for candidates that must not be chosen (not a mask value: it is added to
 # real log-probabilities, and matching its float32 rounding keeps the rankings identical).
@@ -31,7 +31,7 @@ _Settings = collections.namedtuple(
 
 
 def beam_search(model, token_ids, padding_mask, max_new_tokens, num_beams, length_penalty, early_stopping,
-                num_return_sequences, eos_token_id, pad_token_id):
+                num_return_sequences, eos_token_id, pad_token_id, decode_step=None):
     """Generates the `num_return_sequences` best beams of up to `max_new_tokens` tokens per prompt.
 
     Args:
@@ -48,12 +48,14 @@ def beam_search(model, token_ids, padding_mask, max_new_tokens, num_beams, lengt
         num_return_sequences: Python int in [1, num_beams].
         eos_token_id: scalar int32, -1 for none.
         pad_token_id: scalar int32 written after a hypothesis that ended early.
+        decode_step: the step function to call, `model.decode_step` by default.
 
     Returns:
         `(batch_size * num_return_sequences, prefix_length + steps)` int32, best first within each
         input, where steps is the longest returned hypothesis.
     """
-    logits, state, prefix = model.prefill(token_ids, padding_mask, max_new_tokens)
+    decode_step = decode_step or model.decode_step
+    logits, state, prefix = model.prefill(token_ids, padding_mask, cache_room(tf.shape(token_ids)[1], max_new_tokens))
     batch_size = tf.shape(logits)[0]
     expand = lambda tensor: tf.repeat(tensor, num_beams, axis=0)  # noqa: E731  (batch * num_beams, ...)
     logits, state = expand(logits), tf.nest.map_structure(expand, state)
@@ -68,7 +70,7 @@ def beam_search(model, token_ids, padding_mask, max_new_tokens, num_beams, lengt
     def body(step, keep_going, beams, state):
         state = tf.nest.map_structure(lambda tensor: tf.gather(tensor, beams["source"], axis=0), state)
         token = tf.reshape(beams["running_tokens"][:, :, step - 1], [-1])  # (batch * num_beams,)
-        logits, state = model.decode_step(token, step - 1, state)
+        logits, state = decode_step(token, step - 1, state)
         beams, keep_going = _step(beams, logits, step, settings)
         return step + 1, keep_going, beams, state
 
@@ -192,13 +194,15 @@ def compiled_beam_search(model, num_beams, num_return_sequences, jit_compile):
 
     def make(model_ref):
         def run(ids, mask, max_new, length_penalty, early_stopping, eos, pad):
-            return beam_search(model_ref(), ids, mask, max_new, num_beams, length_penalty, early_stopping,
-                               num_return_sequences, eos, pad)
+            model = model_ref()
+            step = xla_decode_step(model) if jit_compile is None else None
+            return beam_search(model, ids, mask, max_new, num_beams, length_penalty, early_stopping,
+                               num_return_sequences, eos, pad, step)
 
         scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
         signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32), scalar(tf.int32),
                      scalar(tf.float32), scalar(tf.int32), scalar(tf.int32), scalar(tf.int32)]
-        return tf.function(run, input_signature=signature, jit_compile=jit_compile, reduce_retracing=True)
+        return tf.function(run, input_signature=signature, jit_compile=bool(jit_compile), reduce_retracing=True)
 
     key = ("beam_search", num_beams, num_return_sequences, jit_compile)
     return _compiled_for(model, key, make)

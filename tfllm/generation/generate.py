@@ -51,7 +51,7 @@ def generate(
     eos_token_id=None,
     pad_token_id=None,
     seed=None,
-    jit_compile=False,
+    jit_compile=None,
 ):
     """Continues a batch of prompts: greedy, sampling or beam search, token for token like transformers.
 
@@ -76,7 +76,10 @@ def generate(
         pad_token_id: written after a row stopped. Defaults to the model's, else the eos id, else 0.
             Beam search, like transformers', writes the eos id instead when this is 0.
         seed: an int making sampling repeat exactly; None draws a fresh seed.
-        jit_compile: compile the loop with XLA.
+        jit_compile: None (the default) runs the loop as TensorFlow ops around one decode step
+            compiled with XLA, the fastest form on CPU (for a model given to `tfllm.quantize`, no
+            XLA: its int8 products are faster without); True compiles the whole loop with XLA;
+            False uses no XLA at all (for models with ops XLA cannot compile).
 
     Returns:
         `(batch_size * num_return_sequences, prompt_length + steps)` int32 tensor: the (left-aligned)
@@ -119,12 +122,15 @@ def generate(
     ids, mask = left_align(ids, mask)
     if not model.built:  # variables must exist before the compiled loop traces (it cannot create them)
         model.build()
+    if jit_compile is None and _is_quantized(model):
+        jit_compile = False  # XLA's CPU fusion recomputes each int8 product's inputs per output unit: slower
+    jit_compile = None if jit_compile is None else bool(jit_compile)
     if num_beams > 1:
-        fn = compiled_beam_search(model, num_beams, num_return_sequences, bool(jit_compile))
+        fn = compiled_beam_search(model, num_beams, num_return_sequences, jit_compile)
         return fn(tf.constant(ids), tf.constant(mask), tf.constant(max_new_tokens, tf.int32),
                   tf.constant(length_penalty, tf.float32), tf.constant(EARLY_STOPPING_CODES[early_stopping], tf.int32),
                   tf.constant(eos, tf.int32), tf.constant(pad, tf.int32))
-    fn = _compiled(model, bool(do_sample), bool(jit_compile))
+    fn = _compiled(model, bool(do_sample), jit_compile)
     return fn(
         tf.constant(ids),
         tf.constant(mask),
@@ -136,3 +142,9 @@ def generate(
         tf.constant(eos, tf.int32),
         tf.constant(pad, tf.int32),
     )
+
+
+def _is_quantized(model):
+    from tfllm.quantize import quantization_mode  # quantize sits above generation's imports; imported on use
+
+    return quantization_mode(model) is not None

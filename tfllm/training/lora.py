@@ -218,13 +218,9 @@ def _scope_of(layer):
 
 
 def _forget_compiled_functions(model):
-    """Drops traced functions that captured the model's old layers (generate's loop, fit, predict)."""
-    from tfllm.generation import loop  # generation sits above training helpers; imported on use
+    from tfllm.generation import loop  # generation sits above this module; imported on use
 
     loop.forget_compiled(model)
-    for name in ("train_function", "test_function", "predict_function"):
-        if hasattr(model, name):
-            setattr(model, name, None)
 
 
 def _parameter_count(variables):
