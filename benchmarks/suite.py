@@ -482,6 +482,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", default=os.path.join(HERE, "results"), help="folder for suite.json and suite.png")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {list(SYSTEMS)}")
     parser.add_argument("--measures", default=",".join(MEASURES), help=f"comma-separated subset of {list(MEASURES)}")
+    parser.add_argument("--contexts", choices=("all", "short", "long"), default="all",
+                        help="decode contexts: all (default), only the short or only the long one")
     parser.add_argument("--runs", type=int, help="timed repeats per decode call, best taken (default 3, quick 1)")
     parser.add_argument("--timeout", type=int, help="seconds per subprocess (default 1800, quick 300)")
     parser.add_argument("--baseline", default="tfllm", help="the numerator of the ratios (default tfllm)")
@@ -515,6 +517,8 @@ def main():
         return child(args)
     cfg = dict(QUICK if args.quick else FULL)
     cfg["runs"] = args.runs or cfg["runs"]
+    if args.contexts != "all":
+        cfg["contexts"] = cfg["contexts"][:1] if args.contexts == "short" else cfg["contexts"][1:]
     timeout = args.timeout or cfg["timeout"]
     del cfg["timeout"]
     systems, measures = args.systems.split(","), args.measures.split(",")

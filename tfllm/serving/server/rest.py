@@ -219,6 +219,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Answers a `ServingError` (or a bug, as INTERNAL) with TF Serving's error JSON, and records
         the request in the metrics once `outcome["model"]` is known."""
         outcome, start = {"api": api, "model": None, "version": None, "code": "OK"}, time.monotonic()
+        self._pending = (outcome, start)
         try:
             yield outcome
         except (BrokenPipeError, ConnectionResetError):
@@ -234,9 +235,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._send_error(error)
         finally:
-            if outcome["api"] and outcome["model"] is not None:
-                self.server.rest.metrics.record_request(outcome["model"], outcome["version"], outcome["api"],
-                                                        outcome["code"], time.monotonic() - start)
+            self._record_pending()
+
+    def _record_pending(self):
+        """Records the request being answered, once: before a whole response is written (so a client
+        that reads the metrics right after its answer sees it counted), else when the answer ends."""
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is None:
+            return
+        outcome, start = pending
+        if outcome["api"] and outcome["model"] is not None:
+            self.server.rest.metrics.record_request(outcome["model"], outcome["version"], outcome["api"],
+                                                    outcome["code"], time.monotonic() - start)
 
     def _declared_length(self):
         try:
@@ -313,6 +323,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
 
     def _send(self, status, body, content_type="application/json", headers=()):
+        self._record_pending()
         self._start(status, [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
         if self.command != "HEAD":
             self.wfile.write(body)
