@@ -45,6 +45,7 @@ import tensorflow as tf
 from tfllm.errors import invalid_argument
 from tfllm.layers.embeddings import TokenEmbedding
 from tfllm.layers.lora import LoRADense
+from tfllm.layers.tracking import replace_sublayer
 
 logger = logging.getLogger(__name__)
 
@@ -223,19 +224,6 @@ def _children(layer, seen):
                 yield from _children(child, seen)
 
 
-def _replace(parent, attribute, index, old, new):
-    """Puts `new` where `old` was, in the attribute (or list item) and in Keras' tracking of `parent`."""
-    parent._tracker.replace_tracked_value("layers", old, new)
-    locked = parent._tracker.locked
-    parent._tracker.unlock()
-    if index is None:
-        setattr(parent, attribute, new)
-    else:
-        getattr(parent, attribute)[index] = new
-    if locked:
-        parent._tracker.lock()
-
-
 @contextlib.contextmanager
 def _scope_of(variable):
     """Enters the name scopes `variable` was made in, so new weight paths read like the old ones."""
@@ -295,7 +283,7 @@ def quantize(model, mode):
         variable = layer.embeddings if isinstance(layer, TokenEmbedding) else layer.kernel
         with _scope_of(variable):
             new = (QuantizedTokenEmbedding if isinstance(layer, TokenEmbedding) else QuantizedDense)(layer, mode)
-        _replace(parent, attribute, index, layer, new)
+        replace_sublayer(parent, attribute, layer, new, index)
     _QUANTIZED[model] = mode
     _forget_compiled_functions(model)
     after = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.weights)

@@ -51,6 +51,7 @@ from tfllm.export.versions import atomic_file
 from tfllm.layers.attention import MultiHeadAttention
 from tfllm.layers.feedforward import FeedForward
 from tfllm.layers.lora import LoRADense
+from tfllm.layers.tracking import replace_sublayer
 
 logger = logging.getLogger(__name__)
 
@@ -198,16 +199,6 @@ def _ensure_built(model):
         build_model(model)
 
 
-def _replace(parent, attribute, old, new):
-    """Puts `new` where `old` was, in the attribute and in Keras' tracking of `parent`'s sublayers."""
-    parent._tracker.replace_tracked_value("layers", old, new)
-    locked = parent._tracker.locked
-    parent._tracker.unlock()
-    setattr(parent, attribute, new)
-    if locked:
-        parent._tracker.lock()
-
-
 @contextlib.contextmanager
 def _scope_of(layer):
     """Enters the name scopes `layer`'s kernel was made in, so adapter paths read ".../attention/qkv/lora_a"."""
@@ -267,7 +258,7 @@ def apply_lora(model, *, rank=8, alpha=16, dropout=0.0, target_modules=None, tra
     for target in targets:
         with _scope_of(target.layer):
             adapter = LoRADense(target.layer, rank, alpha, dropout)
-        _replace(target.parent, target.attribute, target.layer, adapter)
+        replace_sublayer(target.parent, target.attribute, target.layer, adapter)
     config = dict(format_version=FORMAT_VERSION, rank=rank, alpha=alpha, dropout=dropout,
                   target_modules=list(target_names), train_modules=list(train_names),
                   model_type=getattr(model, "model_type", None), task=getattr(model, "task", None) or "backbone")
@@ -308,7 +299,7 @@ def merge_lora(model):
     for target in targets:
         adapter = target.layer
         adapter.base.kernel.assign(keras.ops.cast(adapter.merged_kernel(), adapter.base.kernel.dtype))
-        _replace(target.parent, target.attribute, adapter, adapter.base)
+        replace_sublayer(target.parent, target.attribute, adapter, adapter.base)
     del _STATES[model]
     for variable in state.frozen:
         variable.trainable = True
