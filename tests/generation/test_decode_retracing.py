@@ -1,9 +1,9 @@
-"""The default decoding path: one traced loop and one XLA-compiled decode step across prompt lengths."""
+"""The default decoding path: one traced loop and one XLA-compiled chunk of decode steps across prompt lengths."""
 
 import numpy as np
 import pytest
 
-from tfllm.generation.loop import CACHE_BUCKET, _compiled, cache_room, xla_decode_step
+from tfllm.generation.loop import CACHE_BUCKET, CHUNK, _compiled, cache_room, xla_decode_steps
 from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
 
 
@@ -21,7 +21,7 @@ def test_cache_room_rounds_prompt_plus_new_tokens_up_to_a_bucket():
     assert [int(cache_room(p, n)) for p, n in [(3, 4), (32, 32), (32, 33), (60, 1)]] == [61, 32, 96, 4]
 
 
-def test_prompt_lengths_share_one_trace_and_one_compiled_step(model):
+def test_prompt_lengths_share_one_trace_and_one_compiled_chunk(model):
     rng = np.random.default_rng(0)
     calls = [(3, 4), (5, 7), (9, 2), (17, 11)]  # prompt + new tokens all fit one 64-position bucket
     for prompt_length, new_tokens in calls:
@@ -31,9 +31,30 @@ def test_prompt_lengths_share_one_trace_and_one_compiled_step(model):
         np.testing.assert_array_equal(fast, plain)  # the XLA step picks the tokens the plain loop picks
         assert fast.shape == (2, prompt_length + new_tokens)
     model.generate(rng.integers(0, 64, (2, 70)).astype("int32"), max_new_tokens=3, eos_token_id=-1)
-    # One Python trace of the loop and of the step it calls, whatever the prompt length.
+    # One Python trace of the loop and of the chunk of steps it calls, whatever the prompt length.
     assert _compiled(model, False, None).experimental_get_tracing_count() == 1
-    assert xla_decode_step(model).experimental_get_tracing_count() == 1
-    # XLA compiles the step once per input shape; the cache length is its only varying dimension
+    assert xla_decode_steps(model, False).experimental_get_tracing_count() == 1
+    # XLA compiles the chunk once per input shape; the cache length is its only varying dimension
     # and it is the same for every call in one bucket.
     assert {int(p + cache_room(p, n)) for p, n in calls} == {CACHE_BUCKET}
+
+
+@pytest.mark.parametrize("new_tokens", [1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 3])
+def test_chunk_boundaries_give_the_plain_loops_tokens(model, new_tokens):
+    ids = np.random.default_rng(new_tokens).integers(0, 64, (3, 6)).astype("int32")
+    fast = model.generate(ids, max_new_tokens=new_tokens, eos_token_id=-1).numpy()
+    plain = model.generate(ids, max_new_tokens=new_tokens, eos_token_id=-1, jit_compile=False).numpy()
+    np.testing.assert_array_equal(fast, plain)
+    assert fast.shape == (3, 6 + new_tokens)
+
+
+def test_end_of_sequence_inside_a_later_chunk_stops_and_pads_like_the_plain_loop(model):
+    ids = np.random.default_rng(1).integers(0, 64, (2, 5)).astype("int32")
+    plain = model.generate(ids, max_new_tokens=2 * CHUNK + 5, eos_token_id=-1, jit_compile=False).numpy()
+    # Pick as end-of-sequence the token row 0 makes after the first chunk: row 0 ends there, row 1 goes on.
+    eos = int(plain[0, 5 + CHUNK + 2])
+    fast = model.generate(ids, max_new_tokens=2 * CHUNK + 5, eos_token_id=eos, pad_token_id=0).numpy()
+    slow = model.generate(ids, max_new_tokens=2 * CHUNK + 5, eos_token_id=eos, pad_token_id=0, jit_compile=False).numpy()
+    np.testing.assert_array_equal(fast, slow)
+    first_eos = 5 + list(plain[0, 5:]).index(eos)
+    assert (fast[0, first_eos + 1:] == 0).all()

@@ -93,3 +93,13 @@ def test_update_cache_under_tf_function_with_dynamic_shapes():
         out = np.asarray(function(cache, update, index))
         np.testing.assert_array_equal(out, _expected_update(cache, update, index))
     assert function.experimental_get_tracing_count() == 1
+
+
+def test_update_cache_along_the_stacked_key_value_axis_also_under_xla():
+    # The attention layers keep keys and values stacked: (batch, 2, positions, heads, head_dim).
+    cache, update = _random((2, 2, 7, 3, 4), 0), _random((2, 2, 3, 3, 4), 1)
+    expected = cache.copy()
+    expected[:, :, 4:7] = update
+    np.testing.assert_array_equal(np.asarray(update_cache(cache, update, 4, axis=2)), expected)
+    xla = tf.function(lambda c, u, i: update_cache(c, u, i, axis=2), jit_compile=True)
+    np.testing.assert_array_equal(np.asarray(xla(cache, update, tf.constant(4))), expected)

@@ -3,11 +3,14 @@
 The loop uses only ops that every runtime has (no XLA-only ops), so the same function serves eager
 calls, `tf.function(jit_compile=True)` and, later, exported signatures.
 
-Speed (see `benchmarks/decode_speed.py`): by default (`jit_compile=None`) the loop is a plain
-`tf.function` whose body calls the model's `decode_step` compiled with XLA (`xla_decode_step`): on
-CPU one XLA-compiled step runs about twice as fast as the same step as TensorFlow ops, while a
-whole loop under XLA runs slower. The cache is sized to a multiple of `CACHE_BUCKET` positions
-(`cache_room`), so prompts of different lengths reuse one traced loop and one compiled step.
+Speed (see `benchmarks/suite.py`): by default (`jit_compile=None`) the loop is a plain `tf.function`
+(the prompt pass as TensorFlow ops) whose body runs the decode steps in XLA-compiled chunks of
+`CHUNK` steps (`xla_decode_steps`): on CPU an XLA-compiled step runs about three times as fast as
+the same step as TensorFlow ops, and inside one XLA program the KV cache is updated in place
+(`update_cache` is a scatter) instead of being copied at every step. The cache is sized to a
+multiple of `CACHE_BUCKET` positions (`cache_room`), so prompts of different lengths reuse one
+traced loop and one compiled chunk; compiling the whole loop (`jit_compile=True`) would compile it
+again for every prompt length.
 """
 
 import weakref
@@ -24,6 +27,9 @@ _COMPILED = weakref.WeakKeyDictionary()
 # The KV cache holds prompt + new tokens rounded up to a multiple of this many positions: the
 # compiled decode step (whose shapes include the cache length) is reused across nearby lengths.
 CACHE_BUCKET = 64
+
+# The default loop runs the decode steps in XLA programs of up to this many steps (`xla_decode_steps`).
+CHUNK = 16
 
 
 def forget_compiled(model):
@@ -45,7 +51,7 @@ def cache_room(prompt_length, max_new_tokens):
 
 
 def xla_decode_step(model):
-    """`model.decode_step` as a `tf.function(jit_compile=True)`, made once per model.
+    """`model.decode_step` as a `tf.function(jit_compile=True)`, made once per model (beam search's step).
 
     It traces (and XLA compiles) once per distinct shape of its inputs: batch size and cache length.
     """
@@ -59,8 +65,65 @@ def xla_decode_step(model):
     return _compiled_for(model, ("xla_decode_step",), make)
 
 
+def xla_decode_steps(model, do_sample):
+    """`decode_steps` for up to `CHUNK` steps as a `tf.function(jit_compile=True)`, made once per model.
+
+    Inside one XLA program the KV cache is a loop variable, so each step's update is written in place;
+    the cache is copied only when the chunk hands it back. It traces (and XLA compiles) once per
+    batch size and cache length.
+    """
+
+    def make(model_ref):
+        def steps(token, step, state, done, max_new_tokens, temperature, top_k, top_p, seed, eos_token_id,
+                  pad_token_id):
+            return decode_steps(model_ref(), CHUNK, token, step, state, done, max_new_tokens, do_sample, temperature,
+                                top_k, top_p, seed, eos_token_id, pad_token_id)
+
+        return tf.function(steps, jit_compile=True, autograph=False)
+
+    return _compiled_for(model, ("xla_decode_steps", do_sample), make)
+
+
+def decode_steps(model, count, token, step, state, done, max_new_tokens, do_sample, temperature, top_k, top_p, seed,
+                 eos_token_id, pad_token_id):
+    """Runs up to `count` decode steps from new token number `step`, stopping at `max_new_tokens` or once every row ended.
+
+    Args:
+        model: a model implementing `decode_step`.
+        count: the most steps to run (a Python int or a scalar tensor).
+        token: `(batch_size,)` the last token chosen, number `step - 1`.
+        step: scalar int32, the number of the token this call chooses first.
+        state: the model's decoding state after token `step - 1` was chosen.
+        done: `(batch_size,)` bool, rows that already produced `eos_token_id`.
+        max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id: as in `decode`.
+
+    Returns:
+        `(tokens, step, token, state, done)`: tokens `(batch_size, count)` int32 (number `step` onwards, padded),
+        then the loop's variables after the last step run.
+    """
+    batch_size = tf.shape(token)[0]
+    first = step
+    end = tf.minimum(step + count, max_new_tokens)
+    columns = tf.range(count)[None, :]
+    tokens = tf.fill([batch_size, count], pad_token_id)
+
+    def condition(step, token, state, tokens, done):
+        return tf.logical_and(step < end, tf.logical_not(tf.reduce_all(done)))
+
+    def body(step, token, state, tokens, done):
+        logits, state = model.decode_step(token, step - 1, state)
+        token = next_token(logits, do_sample, temperature, top_k, top_p, seed, step)
+        token = tf.where(done, pad_token_id, token)
+        tokens = tf.where(columns == step - first, token[:, None], tokens)
+        done = tf.logical_or(done, tf.equal(token, eos_token_id))
+        return step + 1, token, state, tokens, done
+
+    step, token, state, tokens, done = tf.while_loop(condition, body, (step, token, state, tokens, done))
+    return tokens, step, token, state, done
+
+
 def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id,
-           pad_token_id, decode_step=None):
+           pad_token_id, xla_steps=False):
     """Generates up to `max_new_tokens` tokens after left-padded prompts.
 
     The model supplies two steps (the generation contract every family implements):
@@ -79,30 +142,35 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
         temperature, top_k, top_p, seed: sampling parameters (scalar tensors; seed `(2,)`).
         eos_token_id: scalar int32, -1 for none.
         pad_token_id: scalar int32 written after a row has produced `eos_token_id`.
-        decode_step: the step function to call, `model.decode_step` by default (`xla_decode_step`'s
-            compiled one for speed).
+        xla_steps: run the decode steps in XLA-compiled chunks of `CHUNK` (`xla_decode_steps`) rather
+            than as one loop of this function's ops.
 
     Returns:
         `(batch_size, prefix_length + steps)` int32, where steps stops early once every row ended.
     """
     batch_size = tf.shape(token_ids)[0]
-    decode_step = decode_step or model.decode_step
     logits, state, prefix = model.prefill(token_ids, padding_mask, cache_room(tf.shape(token_ids)[1], max_new_tokens))
     token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0)
     columns = tf.range(max_new_tokens)[None, :]
     output = tf.where(columns == 0, token[:, None], tf.fill([batch_size, max_new_tokens], pad_token_id))
     done = tf.equal(token, eos_token_id)
+    options = (max_new_tokens, temperature, top_k, top_p, seed, eos_token_id, pad_token_id)
+    if xla_steps:
+        count, run_steps = CHUNK, lambda *loop: xla_decode_steps(model, do_sample)(*loop, *options)
+    else:
+        count = max_new_tokens  # one chunk: a single loop
+        run_steps = lambda token, step, state, done: decode_steps(  # noqa: E731
+            model, count, token, step, state, done, max_new_tokens, do_sample, *options[1:])
 
     def condition(step, token, state, output, done):
         return tf.logical_and(step < max_new_tokens, tf.logical_not(tf.reduce_all(done)))
 
     def body(step, token, state, output, done):
-        logits, state = decode_step(token, step - 1, state)
-        token = next_token(logits, do_sample, temperature, top_k, top_p, seed, step)
-        token = tf.where(done, pad_token_id, token)
-        output = tf.where(columns == step, token[:, None], output)
-        done = tf.logical_or(done, tf.equal(token, eos_token_id))
-        return step + 1, token, state, output, done
+        tokens, next_step, token, state, done = run_steps(token, step, state, done)
+        offset = columns - step  # output column -> column of `tokens`
+        written = tf.logical_and(offset >= 0, columns < next_step)
+        output = tf.where(written, tf.gather(tokens, tf.clip_by_value(offset, 0, count - 1)[0], axis=1), output)
+        return next_step, token, state, output, done
 
     steps, _, _, output, _ = tf.while_loop(condition, body, (tf.constant(1), token, state, output, done))
     return tf.concat([prefix, output[:, :steps]], axis=1)
@@ -110,7 +178,7 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
 
 def _compiled(model, do_sample, jit_compile):
     """The generation `tf.function` for `model`: `jit_compile` True (all XLA), False (no XLA) or
-    None (a plain loop around `xla_decode_step`)."""
+    None (a plain loop around `xla_decode_steps`)."""
     functions = _COMPILED.setdefault(model, {})
     key = (do_sample, jit_compile)
     if key not in functions:
@@ -132,8 +200,8 @@ def _compiled(model, do_sample, jit_compile):
 
         def run(ids, mask, max_new, temperature, top_k, top_p, seed, eos, pad):
             model = model_ref()
-            step = xla_decode_step(model) if jit_compile is None else None
-            return decode(model, ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad, step)
+            return decode(model, ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad,
+                          xla_steps=jit_compile is None)
 
         functions[key] = tf.function(run, input_signature=signature, jit_compile=bool(jit_compile),
                                      reduce_retracing=True)

@@ -153,9 +153,8 @@ class MultiHeadAttention(keras.layers.Layer):
                 query = self.rotary(query, positions)
                 key = self.rotary(key, positions)
             if cache is not None:
-                key = update_cache(cache[:, 0], key, cache_index)  # (B, S, nkv, hs)
-                value = update_cache(cache[:, 1], value, cache_index)
-                new_cache = tf.stack([key, value], axis=1)
+                new_cache = update_cache(cache, tf.stack([key, value], axis=1), cache_index, axis=2)
+                key, value = new_cache[:, 0], new_cache[:, 1]  # (B, S, nkv, hs)
         if attention_mask is None and not self.cross_attention:  # causal over the keys seen so far
             attention_mask = build_attention_mask(tf.ones([batch, tf.shape(key)[1]], tf.int32), length, cache_index)
         out, probs = self._attend(query, key, value, attention_mask, attention_bias, training)

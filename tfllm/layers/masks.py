@@ -40,22 +40,20 @@ def positions_from_mask(padding_mask):
     return tf.maximum(counts, 0)
 
 
-def update_cache(cache, update, index):
-    """Writes `update` into `cache` at `index` along the sequence axis.
+def update_cache(cache, update, index, axis=1):
+    """Writes `update` into `cache` at `index` along the sequence axis `axis`.
 
     Args:
-        cache: `(batch_size, cache_length, num_heads, head_dim)`.
-        update: `(batch_size, update_length, num_heads, head_dim)`.
+        cache: e.g. `(batch_size, cache_length, num_heads, head_dim)` (axis 1) or a stacked
+            `(batch_size, 2, cache_length, num_heads, head_dim)` (axis 2).
+        update: the cache's shape with `update_length` positions on `axis`.
         index: scalar int, the first position to write.
 
     Returns:
         The new cache, same shape as `cache`.
     """
-    cache_length = tf.shape(cache)[1]
-    update_length = tf.shape(update)[1]
-    positions = tf.range(cache_length)
-    window = tf.logical_and(positions >= index, positions < index + update_length)
-    # Gather rather than pad: the shape stays the cache's, which XLA needs to be static.
-    source = tf.clip_by_value(positions - index, 0, update_length - 1)
-    spread = tf.gather(tf.cast(update, cache.dtype), source, axis=1)  # (B, S, heads, head_dim)
-    return tf.where(window[None, :, None, None], spread, cache)
+    update = tf.cast(update, cache.dtype)
+    shape = tf.shape(update)
+    grids = tf.meshgrid(*[tf.range(shape[i]) for i in range(axis + 1)], indexing="ij")
+    grids[axis] = grids[axis] + index
+    return tf.tensor_scatter_nd_update(cache, tf.stack(grids, axis=-1), update)
