@@ -157,6 +157,12 @@ def set_threads(args):
 def measure(args):
     """Child process: runs one system; returns its timings as a dict."""
     set_threads(args)
+    if args.precision != "float32":
+        if args.system == "transformers-pytorch":
+            raise ValueError(f"`--precision {args.precision}` is measured for the Keras systems only")
+        import keras
+
+        keras.config.set_dtype_policy(args.precision)  # both Keras systems: variables float32, compute bfloat16
     times, extra = RUNNERS[args.system](args)
     if len(times) != args.warmup + args.steps + 1:
         raise RuntimeError(f"expected {args.warmup + args.steps} step times, got {len(times) - 1}")
@@ -220,6 +226,8 @@ def parse_args(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
                         help="`jit_compile` for both Keras systems (Keras' 'auto' is off on CPU)")
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
+                        help="Keras dtype policy for both Keras systems (default float32)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for every system (default 0: each framework's default)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated subset of {SYSTEMS}")
@@ -249,7 +257,8 @@ def main():
             print(f"\n{system} failed:\n{result['error']}", file=sys.stderr)
     if args.output:
         shape = {k: getattr(args, k) for k in ("layers", "hidden", "heads", "vocab", "seq_len", "batch_size",
-                                                "dropout", "learning_rate", "steps", "warmup", "jit_compile", "threads")}
+                                                "dropout", "learning_rate", "steps", "warmup", "jit_compile", "precision",
+                                                "threads")}
         with open(args.output, "w") as f:
             json.dump({"config": shape, "results": results}, f, indent=2)
     if any("error" in result for result in results.values()):
