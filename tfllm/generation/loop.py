@@ -4,8 +4,8 @@ The loop uses only ops that every runtime has (no XLA-only ops), so the same fun
 calls, `tf.function(jit_compile=True)` and, later, exported signatures.
 
 Speed (see `benchmarks/suite.py`): by default (`jit_compile=None`) the loop is a plain `tf.function`
-(the prompt pass as TensorFlow ops) whose body runs the decode steps in XLA-compiled chunks of
-`CHUNK` steps (`xla_decode_steps`): on CPU an XLA-compiled step runs about three times as fast as
+(the prompt pass as TensorFlow ops) whose body runs greedy decode steps in XLA-compiled chunks of
+`CHUNK` steps (`xla_greedy_steps`; sampling calls one XLA-compiled step at a time): on CPU an XLA-compiled step runs about three times as fast as
 the same step as TensorFlow ops, and inside one XLA program the KV cache is updated in place
 (`update_cache` is a scatter) instead of being copied at every step. The cache is sized to a
 multiple of `CACHE_BUCKET` positions (`cache_room`), so prompts of different lengths reuse one
@@ -28,7 +28,7 @@ _COMPILED = weakref.WeakKeyDictionary()
 # compiled decode step (whose shapes include the cache length) is reused across nearby lengths.
 CACHE_BUCKET = 64
 
-# The default loop runs the decode steps in XLA programs of up to this many steps (`xla_decode_steps`).
+# The default loop runs the decode steps in XLA programs of up to this many steps (`xla_greedy_steps`).
 CHUNK = 16
 
 
@@ -65,27 +65,27 @@ def xla_decode_step(model):
     return _compiled_for(model, ("xla_decode_step",), make)
 
 
-def xla_decode_steps(model, do_sample):
-    """`decode_steps` for up to `CHUNK` steps as a `tf.function(jit_compile=True)`, made once per model.
+def xla_greedy_steps(model):
+    """Greedy `decode_steps` for up to `CHUNK` steps as a `tf.function(jit_compile=True)`, made once per model.
 
     Inside one XLA program the KV cache is a loop variable, so each step's update is written in place;
     the cache is copied only when the chunk hands it back. It traces (and XLA compiles) once per
-    batch size and cache length.
+    batch size and cache length. Greedy only: XLA's stateless random numbers differ from
+    TensorFlow's, and a seed must draw the same tokens here as in the exported loop.
     """
 
     def make(model_ref):
-        def steps(token, step, state, done, max_new_tokens, temperature, top_k, top_p, seed, eos_token_id,
-                  pad_token_id):
-            return decode_steps(model_ref(), CHUNK, token, step, state, done, max_new_tokens, do_sample, temperature,
-                                top_k, top_p, seed, eos_token_id, pad_token_id)
+        def steps(token, step, state, done, max_new_tokens, eos_token_id, pad_token_id):
+            return decode_steps(model_ref(), CHUNK, token, step, state, done, max_new_tokens, False, None, None,
+                                None, None, eos_token_id, pad_token_id)
 
         return tf.function(steps, jit_compile=True, autograph=False)
 
-    return _compiled_for(model, ("xla_decode_steps", do_sample), make)
+    return _compiled_for(model, ("xla_greedy_steps",), make)
 
 
 def decode_steps(model, count, token, step, state, done, max_new_tokens, do_sample, temperature, top_k, top_p, seed,
-                 eos_token_id, pad_token_id):
+                 eos_token_id, pad_token_id, decode_step=None):
     """Runs up to `count` decode steps from new token number `step`, stopping at `max_new_tokens` or once every row ended.
 
     Args:
@@ -96,12 +96,14 @@ def decode_steps(model, count, token, step, state, done, max_new_tokens, do_samp
         state: the model's decoding state after token `step - 1` was chosen.
         done: `(batch_size,)` bool, rows that already produced `eos_token_id`.
         max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id: as in `decode`.
+        decode_step: the step function, `model.decode_step` by default (`xla_decode_step`'s compiled one).
 
     Returns:
         `(tokens, step, token, state, done)`: tokens `(batch_size, count)` int32 (number `step` onwards, padded),
         then the loop's variables after the last step run.
     """
     batch_size = tf.shape(token)[0]
+    decode_step = decode_step or model.decode_step
     first = step
     end = tf.minimum(step + count, max_new_tokens)
     columns = tf.range(count)[None, :]
@@ -111,7 +113,7 @@ def decode_steps(model, count, token, step, state, done, max_new_tokens, do_samp
         return tf.logical_and(step < end, tf.logical_not(tf.reduce_all(done)))
 
     def body(step, token, state, tokens, done):
-        logits, state = model.decode_step(token, step - 1, state)
+        logits, state = decode_step(token, step - 1, state)
         token = next_token(logits, do_sample, temperature, top_k, top_p, seed, step)
         token = tf.where(done, pad_token_id, token)
         tokens = tf.where(columns == step - first, token[:, None], tokens)
@@ -142,8 +144,9 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
         temperature, top_k, top_p, seed: sampling parameters (scalar tensors; seed `(2,)`).
         eos_token_id: scalar int32, -1 for none.
         pad_token_id: scalar int32 written after a row has produced `eos_token_id`.
-        xla_steps: run the decode steps in XLA-compiled chunks of `CHUNK` (`xla_decode_steps`) rather
-            than as one loop of this function's ops.
+        xla_steps: use XLA for the decode steps: greedy decoding runs them in XLA-compiled chunks of
+            `CHUNK` steps (`xla_greedy_steps`), sampling calls `xla_decode_step` from a loop of
+            TensorFlow ops (so a seed draws the tokens it draws without XLA). False: no XLA.
 
     Returns:
         `(batch_size, prefix_length + steps)` int32, where steps stops early once every row ended.
@@ -151,25 +154,27 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
     batch_size = tf.shape(token_ids)[0]
     logits, state, prefix = model.prefill(token_ids, padding_mask, cache_room(tf.shape(token_ids)[1], max_new_tokens))
     token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0)
+    done = tf.equal(token, eos_token_id)
+    if do_sample or not xla_steps:  # one loop over every step (without XLA: what exports contain)
+        step_fn = xla_decode_step(model) if xla_steps else None
+        tokens, steps, _, _, _ = decode_steps(model, max_new_tokens - 1, token, tf.constant(1), state, done,
+                                              max_new_tokens, do_sample, temperature, top_k, top_p, seed,
+                                              eos_token_id, pad_token_id, step_fn)
+        output = tf.concat([token[:, None], tokens], axis=1)
+        return tf.concat([prefix, output[:, :steps]], axis=1)
+    run_steps = xla_greedy_steps(model)
     columns = tf.range(max_new_tokens)[None, :]
     output = tf.where(columns == 0, token[:, None], tf.fill([batch_size, max_new_tokens], pad_token_id))
-    done = tf.equal(token, eos_token_id)
-    options = (max_new_tokens, temperature, top_k, top_p, seed, eos_token_id, pad_token_id)
-    if xla_steps:
-        count, run_steps = CHUNK, lambda *loop: xla_decode_steps(model, do_sample)(*loop, *options)
-    else:
-        count = max_new_tokens  # one chunk: a single loop
-        run_steps = lambda token, step, state, done: decode_steps(  # noqa: E731
-            model, count, token, step, state, done, max_new_tokens, do_sample, *options[1:])
 
     def condition(step, token, state, output, done):
         return tf.logical_and(step < max_new_tokens, tf.logical_not(tf.reduce_all(done)))
 
     def body(step, token, state, output, done):
-        tokens, next_step, token, state, done = run_steps(token, step, state, done)
-        offset = columns - step  # output column -> column of `tokens`
+        tokens, next_step, token, state, done = run_steps(token, step, state, done, max_new_tokens, eos_token_id,
+                                                          pad_token_id)
+        offset = columns - step  # output column -> column of this chunk's `tokens`
         written = tf.logical_and(offset >= 0, columns < next_step)
-        output = tf.where(written, tf.gather(tokens, tf.clip_by_value(offset, 0, count - 1)[0], axis=1), output)
+        output = tf.where(written, tf.gather(tokens, tf.clip_by_value(offset, 0, CHUNK - 1)[0], axis=1), output)
         return next_step, token, state, output, done
 
     steps, _, _, output, _ = tf.while_loop(condition, body, (tf.constant(1), token, state, output, done))
@@ -178,7 +183,7 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
 
 def _compiled(model, do_sample, jit_compile):
     """The generation `tf.function` for `model`: `jit_compile` True (all XLA), False (no XLA) or
-    None (a plain loop around `xla_decode_steps`)."""
+    None (a plain loop around `xla_greedy_steps` or `xla_decode_step`)."""
     functions = _COMPILED.setdefault(model, {})
     key = (do_sample, jit_compile)
     if key not in functions:
