@@ -34,7 +34,6 @@ model.generate(ids, max_new_tokens=64)
 ```
 """
 
-import contextlib
 import logging
 import weakref
 
@@ -45,7 +44,7 @@ import tensorflow as tf
 from tfllm.errors import invalid_argument
 from tfllm.layers.embeddings import TokenEmbedding
 from tfllm.layers.lora import LoRADense
-from tfllm.layers.tracking import replace_sublayer
+from tfllm.layers.tracking import name_scopes_of, replace_sublayer
 
 logger = logging.getLogger(__name__)
 
@@ -224,15 +223,6 @@ def _children(layer, seen):
                 yield from _children(child, seen)
 
 
-@contextlib.contextmanager
-def _scope_of(variable):
-    """Enters the name scopes `variable` was made in, so new weight paths read like the old ones."""
-    with contextlib.ExitStack() as stack:
-        for name in variable.path.split("/")[:-2]:
-            stack.enter_context(keras.name_scope(name))
-        yield
-
-
 def _check(model, mode):
     if mode not in QUANTIZATION_MODES:
         raise invalid_argument("mode", f"one of {', '.join(map(repr, QUANTIZATION_MODES))}", mode)
@@ -281,7 +271,7 @@ def quantize(model, mode):
     targets = _targets(model)
     for parent, attribute, index, layer in targets:
         variable = layer.embeddings if isinstance(layer, TokenEmbedding) else layer.kernel
-        with _scope_of(variable):
+        with name_scopes_of(variable):
             new = (QuantizedTokenEmbedding if isinstance(layer, TokenEmbedding) else QuantizedDense)(layer, mode)
         replace_sublayer(parent, attribute, layer, new, index)
     _QUANTIZED[model] = mode

@@ -34,7 +34,6 @@ not record them, so loading fails loudly. `model.save_weights` / `load_weights` 
 `BackupAndRestore`) work between models given the same `apply_lora` arguments.
 """
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -51,7 +50,7 @@ from tfllm.export.versions import atomic_file
 from tfllm.layers.attention import MultiHeadAttention
 from tfllm.layers.feedforward import FeedForward
 from tfllm.layers.lora import LoRADense
-from tfllm.layers.tracking import replace_sublayer
+from tfllm.layers.tracking import name_scopes_of, replace_sublayer
 
 logger = logging.getLogger(__name__)
 
@@ -199,15 +198,6 @@ def _ensure_built(model):
         build_model(model)
 
 
-@contextlib.contextmanager
-def _scope_of(layer):
-    """Enters the name scopes `layer`'s kernel was made in, so adapter paths read ".../attention/qkv/lora_a"."""
-    with contextlib.ExitStack() as stack:
-        for name in layer.kernel.path.split("/")[:-2]:
-            stack.enter_context(keras.name_scope(name))
-        yield
-
-
 def _forget_compiled_functions(model):
     from tfllm.generation import loop  # generation sits above this module; imported on use
 
@@ -256,7 +246,7 @@ def apply_lora(model, *, rank=8, alpha=16, dropout=0.0, target_modules=None, tra
     for variable in frozen:
         variable.trainable = False
     for target in targets:
-        with _scope_of(target.layer):
+        with name_scopes_of(target.layer.kernel):
             adapter = LoRADense(target.layer, rank, alpha, dropout)
         replace_sublayer(target.parent, target.attribute, target.layer, adapter)
     config = dict(format_version=FORMAT_VERSION, rank=rank, alpha=alpha, dropout=dropout,
