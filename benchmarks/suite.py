@@ -248,7 +248,8 @@ def measure_train(system, folder, cfg):
     import train_speed
 
     names = {"tfllm": ("tfllm", "false", "float32"), "tfllm-xla": ("tfllm", "true", "float32"),
-             "tfllm-bf16": ("tfllm", "false", "mixed_bfloat16"), "hf-pytorch": ("transformers-pytorch", "auto", "float32"),
+             "tfllm-bf16": ("tfllm", "false", "mixed_bfloat16"),
+             "hf-pytorch": ("transformers-pytorch", "auto", "float32"),
              "keras-hub": ("keras-hub", "auto", "float32"), "keras-hub-bf16": ("keras-hub", "auto", "mixed_bfloat16")}
     if system not in names:
         return NOT_APPLICABLE

@@ -54,7 +54,8 @@ def test_end_of_sequence_inside_a_later_chunk_stops_and_pads_like_the_plain_loop
     # Pick as end-of-sequence the token row 0 makes after the first chunk: row 0 ends there, row 1 goes on.
     eos = int(plain[0, 5 + CHUNK + 2])
     fast = model.generate(ids, max_new_tokens=2 * CHUNK + 5, eos_token_id=eos, pad_token_id=0).numpy()
-    slow = model.generate(ids, max_new_tokens=2 * CHUNK + 5, eos_token_id=eos, pad_token_id=0, jit_compile=False).numpy()
+    slow = model.generate(ids, max_new_tokens=2 * CHUNK + 5, eos_token_id=eos, pad_token_id=0,
+                          jit_compile=False).numpy()
     np.testing.assert_array_equal(fast, slow)
     first_eos = 5 + list(plain[0, 5:]).index(eos)
     assert (fast[0, first_eos + 1:] == 0).all()

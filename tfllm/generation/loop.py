@@ -5,12 +5,12 @@ calls, `tf.function(jit_compile=True)` and, later, exported signatures.
 
 Speed (see `benchmarks/suite.py`): by default (`jit_compile=None`) the loop is a plain `tf.function`
 (the prompt pass as TensorFlow ops) whose body runs greedy decode steps in XLA-compiled chunks of
-`CHUNK` steps (`xla_greedy_steps`; sampling calls one XLA-compiled step at a time): on CPU an XLA-compiled step runs about three times as fast as
-the same step as TensorFlow ops, and inside one XLA program the KV cache is updated in place
-(`update_cache` is a scatter) instead of being copied at every step. The cache is sized to a
-multiple of `CACHE_BUCKET` positions (`cache_room`), so prompts of different lengths reuse one
-traced loop and one compiled chunk; compiling the whole loop (`jit_compile=True`) would compile it
-again for every prompt length.
+`CHUNK` steps (`xla_greedy_steps`; sampling calls one XLA-compiled step at a time). On CPU an
+XLA-compiled step runs about three times as fast as the same step as TensorFlow ops, and inside one
+XLA program the KV cache is updated in place (`update_cache` is a scatter) instead of being copied
+at every step. The cache is sized to a multiple of `CACHE_BUCKET` positions (`cache_room`), so
+prompts of different lengths reuse one traced loop and one compiled chunk; compiling the whole loop
+(`jit_compile=True`) compiles it again for every prompt length.
 """
 
 import weakref
@@ -25,7 +25,7 @@ from tfllm.generation.sampling import next_token
 _COMPILED = weakref.WeakKeyDictionary()
 
 # The KV cache holds prompt + new tokens rounded up to a multiple of this many positions: the
-# compiled decode step (whose shapes include the cache length) is reused across nearby lengths.
+# compiled decode chunk or step (whose shapes include the cache length) is reused across nearby lengths.
 CACHE_BUCKET = 64
 
 # The default loop runs the decode steps in XLA programs of up to this many steps (`xla_greedy_steps`).
@@ -86,7 +86,7 @@ def xla_greedy_steps(model):
 
 def decode_steps(model, count, token, step, state, done, max_new_tokens, do_sample, temperature, top_k, top_p, seed,
                  eos_token_id, pad_token_id, decode_step=None):
-    """Runs up to `count` decode steps from new token number `step`, stopping at `max_new_tokens` or once every row ended.
+    """Runs up to `count` decode steps from new token number `step`; stops at `max_new_tokens` or when every row ended.
 
     Args:
         model: a model implementing `decode_step`.
