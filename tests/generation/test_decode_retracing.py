@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tfllm.generation.loop import CACHE_BUCKET, CHUNK, _compiled, cache_room, xla_greedy_steps
+from tfllm.generation.loop import (CACHE_BUCKET, CHUNK, MIN_PROMPT_BUCKET, _compiled, cache_room, pad_prompts,
+                                   xla_greedy_steps, xla_prefill)
 from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
 
 
@@ -69,3 +70,35 @@ def test_seeded_sampling_draws_the_same_tokens_with_and_without_xla(model):
     fast = model.generate(ids, **options).numpy()
     np.testing.assert_array_equal(fast, model.generate(ids, jit_compile=False, **options).numpy())
     assert not np.array_equal(fast, model.generate(ids, **{**options, "seed": 12}).numpy())
+
+
+def test_pad_prompts_left_pads_to_a_power_of_two_of_at_least_the_minimum():
+    assert MIN_PROMPT_BUCKET == 8
+    for length, padded in [(1, 8), (8, 8), (9, 16), (33, 64), (64, 64), (65, 128)]:
+        ids, mask = np.arange(1, length + 1)[None, :], np.ones((1, length), "int32")
+        new_ids, new_mask, added = pad_prompts(ids, mask)
+        assert new_ids.shape == new_mask.shape == (1, padded) and added == padded - length
+        np.testing.assert_array_equal(new_ids[:, added:], ids)
+        assert new_mask[:, :added].sum() == 0 and new_mask[:, added:].all()
+
+
+def test_prompt_pass_compiles_once_per_padded_length_and_matches_the_plain_loop(model):
+    rng = np.random.default_rng(5)
+    for prompt_length in (9, 12, 16):  # all padded to 16 positions
+        ids = rng.integers(0, 64, (2, prompt_length)).astype("int32")
+        mask = np.ones_like(ids)
+        mask[1, :3] = 0  # a left-padded row stays left-padded
+        fast = model.generate(ids, attention_mask=mask, max_new_tokens=5, eos_token_id=-1).numpy()
+        plain = model.generate(ids, attention_mask=mask, max_new_tokens=5, eos_token_id=-1, jit_compile=False).numpy()
+        np.testing.assert_array_equal(fast, plain)
+        assert fast.shape == (2, prompt_length + 5)
+    assert xla_prefill(model).experimental_get_tracing_count() == 1
+
+
+def test_prompt_padded_past_the_position_table_still_decodes_like_the_plain_loop(model):
+    # 100 real tokens pad to 128 positions, and the cache to 192: beyond the 128-position table, which
+    # only counts real tokens.
+    ids = np.random.default_rng(6).integers(0, 64, (1, 100)).astype("int32")
+    fast = model.generate(ids, max_new_tokens=20, eos_token_id=-1).numpy()
+    plain = model.generate(ids, max_new_tokens=20, eos_token_id=-1, jit_compile=False).numpy()
+    np.testing.assert_array_equal(fast, plain)

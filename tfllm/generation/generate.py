@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from tfllm.errors import check_float, check_int, invalid_argument
 from tfllm.generation.beam import EARLY_STOPPING_CODES, compiled_beam_search
-from tfllm.generation.loop import _compiled, left_align
+from tfllm.generation.loop import _compiled, left_align, pad_prompts, pads_prompts
 
 
 def _as_2d_int(name, value):
@@ -130,8 +130,11 @@ def generate(
         return fn(tf.constant(ids), tf.constant(mask), tf.constant(max_new_tokens, tf.int32),
                   tf.constant(length_penalty, tf.float32), tf.constant(EARLY_STOPPING_CODES[early_stopping], tf.int32),
                   tf.constant(eos, tf.int32), tf.constant(pad, tf.int32))
+    added = 0
+    if jit_compile is None and pads_prompts(model):  # the XLA prompt pass compiles once per padded length
+        ids, mask, added = pad_prompts(ids, mask)
     fn = _compiled(model, bool(do_sample), jit_compile)
-    return fn(
+    output = fn(
         tf.constant(ids),
         tf.constant(mask),
         tf.constant(max_new_tokens, tf.int32),
@@ -142,6 +145,7 @@ def generate(
         tf.constant(eos, tf.int32),
         tf.constant(pad, tf.int32),
     )
+    return output[:, added:]
 
 
 def _is_quantized(model):

@@ -31,6 +31,10 @@ CACHE_BUCKET = 64
 # The default loop runs the decode steps in XLA programs of up to this many steps (`xla_greedy_steps`).
 CHUNK = 16
 
+# The default loop's XLA prompt pass sees prompts left-padded to a power of two of at least this many
+# positions (`pad_prompts`), so a handful of compiled prompt passes serve every prompt length.
+MIN_PROMPT_BUCKET = 8
+
 
 def forget_compiled(model):
     """Drops every traced function that captured `model`'s layers: generation's and Keras'
@@ -48,6 +52,36 @@ def cache_room(prompt_length, max_new_tokens):
     """
     total = prompt_length + max_new_tokens
     return (total + CACHE_BUCKET - 1) // CACHE_BUCKET * CACHE_BUCKET - prompt_length
+
+
+def pad_prompts(token_ids, padding_mask):
+    """Left-pads numpy prompts with masked positions to the next power of two of at least `MIN_PROMPT_BUCKET`.
+
+    Positions count only real tokens and padded keys are masked, so the padding changes no logit.
+
+    Returns:
+        `(token_ids, padding_mask, added)`: the padded arrays and the number of columns added.
+    """
+    length = token_ids.shape[1]
+    added = max(MIN_PROMPT_BUCKET, 1 << (length - 1).bit_length()) - length
+    widths = ((0, 0), (added, 0))
+    return np.pad(token_ids, widths), np.pad(padding_mask, widths), added
+
+
+def xla_prefill(model):
+    """`model.prefill` as a `tf.function(jit_compile=True)`, made once per model.
+
+    XLA compiles it once per batch size, prompt length and cache room: the default loop pads prompts
+    (`pad_prompts`) and rounds the cache (`cache_room`) so that few of them occur.
+    """
+
+    def make(model_ref):
+        def prefill(token_ids, padding_mask, room):
+            return model_ref().prefill(token_ids, padding_mask, room)
+
+        return tf.function(prefill, jit_compile=True, autograph=False)
+
+    return _compiled_for(model, ("xla_prefill",), make)
 
 
 def xla_decode_step(model):
@@ -125,7 +159,7 @@ def decode_steps(model, count, token, step, state, done, max_new_tokens, do_samp
 
 
 def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id,
-           pad_token_id, xla_steps=False):
+           pad_token_id, xla_steps=False, xla_prompt=False):
     """Generates up to `max_new_tokens` tokens after left-padded prompts.
 
     The model supplies two steps (the generation contract every family implements):
@@ -147,12 +181,15 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
         xla_steps: use XLA for the decode steps: greedy decoding runs them in XLA-compiled chunks of
             `CHUNK` steps (`xla_greedy_steps`), sampling calls `xla_decode_step` from a loop of
             TensorFlow ops (so a seed draws the tokens it draws without XLA). False: no XLA.
+        xla_prompt: run the prompt pass as an XLA program (`xla_prefill`); for prompts padded with
+            `pad_prompts`, so that its compilations are reused.
 
     Returns:
         `(batch_size, prefix_length + steps)` int32, where steps stops early once every row ended.
     """
     batch_size = tf.shape(token_ids)[0]
-    logits, state, prefix = model.prefill(token_ids, padding_mask, cache_room(tf.shape(token_ids)[1], max_new_tokens))
+    prefill = xla_prefill(model) if xla_prompt else model.prefill
+    logits, state, prefix = prefill(token_ids, padding_mask, cache_room(tf.shape(token_ids)[1], max_new_tokens))
     token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0)
     done = tf.equal(token, eos_token_id)
     if do_sample or not xla_steps:  # one loop over every step (without XLA: what exports contain)
@@ -206,11 +243,17 @@ def _compiled(model, do_sample, jit_compile):
         def run(ids, mask, max_new, temperature, top_k, top_p, seed, eos, pad):
             model = model_ref()
             return decode(model, ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad,
-                          xla_steps=jit_compile is None)
+                          xla_steps=jit_compile is None, xla_prompt=jit_compile is None and pads_prompts(model))
 
         functions[key] = tf.function(run, input_signature=signature, jit_compile=bool(jit_compile),
                                      reduce_retracing=True)
     return functions[key]
+
+
+def pads_prompts(model):
+    """Whether the default loop pads `model`'s prompts (`pad_prompts`) and runs its prompt pass with XLA:
+    decoders, whose output starts with the prompt (the padding is cut off again)."""
+    return not getattr(model, "is_encoder_decoder", False)
 
 
 def _compiled_for(model, key, make):

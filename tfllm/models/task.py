@@ -16,6 +16,7 @@ class TaskModel(keras.Model):
 
     model_type = None
     task = None
+    is_encoder_decoder = False  # True: `generate`'s output starts with a decoder start token, not the prompt
 
     def __init__(self, backbone, **kwargs):
         super().__init__(**kwargs)

@@ -58,6 +58,7 @@ class T5Seq2SeqLM(TaskModel):
     """
 
     model_type = "t5"
+    is_encoder_decoder = True
     task = "seq2seq_lm"
     max_sequence_length = None  # relative positions: no table limits the length
 
