@@ -4,13 +4,14 @@ The loop uses only ops that every runtime has (no XLA-only ops), so the same fun
 calls, `tf.function(jit_compile=True)` and, later, exported signatures.
 
 Speed (see `benchmarks/suite.py`): by default (`jit_compile=None`) the loop is a plain `tf.function`
-(the prompt pass as TensorFlow ops) whose body runs greedy decode steps in XLA-compiled chunks of
-`CHUNK` steps (`xla_greedy_steps`; sampling calls one XLA-compiled step at a time). On CPU an
-XLA-compiled step runs about three times as fast as the same step as TensorFlow ops, and inside one
-XLA program the KV cache is updated in place (`update_cache` is a scatter) instead of being copied
-at every step. The cache is sized to a multiple of `CACHE_BUCKET` positions (`cache_room`), so
-prompts of different lengths reuse one traced loop and one compiled chunk; compiling the whole loop
-(`jit_compile=True`) compiles it again for every prompt length.
+that calls XLA programs. The prompt pass is one (`xla_prefill`), on prompts left-padded to a power of
+two (`pad_prompts`); greedy decode steps run in chunks of `CHUNK` steps (`xla_greedy_steps`), and
+sampling calls one XLA-compiled step at a time. On CPU an XLA-compiled step runs about three times
+as fast as the same step as TensorFlow ops, and inside one XLA program the KV cache is updated in
+place (`update_cache` is a scatter) instead of being copied at every step. The cache is sized to a
+multiple of `CACHE_BUCKET` positions (`cache_room`), so prompts of different lengths reuse one traced
+loop and a few compiled programs; compiling the whole loop (`jit_compile=True`) compiles it again
+for every prompt length.
 """
 
 import weakref
