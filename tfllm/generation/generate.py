@@ -76,10 +76,11 @@ def generate(
         pad_token_id: written after a row stopped. Defaults to the model's, else the eos id, else 0.
             Beam search, like transformers', writes the eos id instead when this is 0.
         seed: an int making sampling repeat exactly; None draws a fresh seed.
-        jit_compile: None (the default) runs the loop as TensorFlow ops around one decode step
-            compiled with XLA, the fastest form on CPU (for a model given to `tfllm.quantize`, no
-            XLA: its int8 products are faster without); True compiles the whole loop with XLA;
-            False uses no XLA at all (for models with ops XLA cannot compile).
+        jit_compile: None (the default) runs the loop as TensorFlow ops that call XLA programs:
+            the prompt pass (decoders' prompts left-padded to a power of two) and the decode steps
+            (greedy: chunks of 16 steps), the fastest form on CPU (for a model given to
+            `tfllm.quantize`, no XLA: its int8 products are faster without); True compiles the
+            whole loop with XLA; False uses no XLA at all (for models with ops XLA cannot compile).
 
     Returns:
         `(batch_size * num_return_sequences, prompt_length + steps)` int32 tensor: the (left-aligned)

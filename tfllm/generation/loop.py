@@ -69,35 +69,28 @@ def pad_prompts(token_ids, padding_mask):
     return np.pad(token_ids, widths), np.pad(padding_mask, widths), added
 
 
-def xla_prefill(model):
-    """`model.prefill` as a `tf.function(jit_compile=True)`, made once per model.
-
-    XLA compiles it once per batch size, prompt length and cache room: the default loop pads prompts
-    (`pad_prompts`) and rounds the cache (`cache_room`) so that few of them occur.
-    """
+def _xla_method(model, name):
+    """`model.<name>` as a `tf.function(jit_compile=True)`, made once per model and method."""
 
     def make(model_ref):
-        def prefill(token_ids, padding_mask, room):
-            return model_ref().prefill(token_ids, padding_mask, room)
+        def method(*args):
+            return getattr(model_ref(), name)(*args)
 
-        return tf.function(prefill, jit_compile=True, autograph=False)
+        return tf.function(method, jit_compile=True, autograph=False)
 
-    return _compiled_for(model, ("xla_prefill",), make)
+    return _compiled_for(model, ("xla", name), make)
+
+
+def xla_prefill(model):
+    """`model.prefill` compiled with XLA, once per batch size, prompt length and cache room: the
+    default loop pads prompts (`pad_prompts`) and rounds the cache (`cache_room`) so that few occur."""
+    return _xla_method(model, "prefill")
 
 
 def xla_decode_step(model):
-    """`model.decode_step` as a `tf.function(jit_compile=True)`, made once per model (beam search's step).
-
-    It traces (and XLA compiles) once per distinct shape of its inputs: batch size and cache length.
-    """
-
-    def make(model_ref):
-        def step(token, index, state):
-            return model_ref().decode_step(token, index, state)
-
-        return tf.function(step, jit_compile=True, autograph=False)
-
-    return _compiled_for(model, ("xla_decode_step",), make)
+    """`model.decode_step` compiled with XLA (sampling's and beam search's step), once per batch
+    size and cache length."""
+    return _xla_method(model, "decode_step")
 
 
 def xla_greedy_steps(model):

@@ -15,7 +15,6 @@ def name_scopes_of(variable):
         yield
 
 
-
 def replace_sublayer(parent, attribute, old, new, index=None):
     """Puts `new` where `old` was: in `parent.attribute` (or its list item `index`) and in Keras'
     tracking of `parent`'s sublayers, so `parent.layers` and its weights follow the swap."""
