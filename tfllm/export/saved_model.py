@@ -85,6 +85,8 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
     The version is built in a hidden temporary folder, checked (op set; reloaded in a fresh process,
     its greedy text, logits, embeddings or scores compared with this model's), then renamed into
     place, so TF Serving never sees a partial version and a failed export leaves nothing behind.
+    Without `version`, the number is claimed at that rename: two exports to one base path at once
+    get two versions. Staging left by a killed export is removed by the next export to the base.
 
     Args:
         model: a tfllm task model.
@@ -107,7 +109,8 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
     start = time.time()
     module = _serving_module(model, tokenizer, max_new_tokens, pooling)
     check_tokens = max(1, min(max_new_tokens, 8))
-    with atomic_version(export_base, version, overwrite) as (folder, version):
+    with atomic_version(export_base, version, overwrite) as staged:
+        folder = str(staged.folder)
         tf.saved_model.save(module, folder, signatures=module.functions)
         tokenizer.save_pretrained(os.path.join(folder, sig.TOKENIZER_ASSETS))
         # Text only: TF Serving's batching session refuses scalar inputs, and warmup goes through it.
@@ -116,6 +119,6 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
         if verify:
             verify_lib.check_saved_model(folder, model, tokenizer, module.kind, verify_prompts, check_tokens,
                                          pooling=getattr(module, "pooling", None))
-    path = os.path.join(export_base, str(version))
+    path = os.path.join(export_base, str(staged.version))
     logger.info("Exported %s in %.1f s", path, time.time() - start)
     return path
