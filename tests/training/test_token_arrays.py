@@ -10,7 +10,7 @@ from tokenizers import models, normalizers, pre_tokenizers, processors, trainers
 
 from testing import train_tiny_spiece, write_wordpiece_vocab
 from tfllm.tokenizers import AutoTokenizer, Tokenizer, train_byte_level_bpe
-from tfllm.training.token_arrays import token_arrays
+from tfllm.training.token_arrays import shorten, token_arrays
 
 # ~40 000 characters: words, punctuation, numbers, newlines, runs of spaces, non-ASCII letters.
 TEXT = "\n".join(topics[name] for name in sorted(topics)[:12]) + " Café  naïve\tdone ×3."
@@ -60,3 +60,16 @@ def test_a_text_with_no_space_is_cut_anyway_and_says_so(tmp_path, caplog):
         ids = next(token_arrays(tokenizer, [text], False, piece_chars=1000))
     assert tokenizer.decode(ids.tolist()) == text  # nothing lost; tokens next to the cuts may differ
     assert "hold no space to cut at" in caplog.text
+
+
+@pytest.mark.parametrize("make", [byte_level_bpe, wordpiece, sentencepiece_unigram, prepended_bpe])
+def test_a_shortened_text_truncates_to_the_tokens_of_the_whole_text(tmp_path, make):
+    tokenizer = make(tmp_path)
+    pair = "a short second text"
+    for max_length in (16, 200):
+        texts = shorten(tokenizer, [TEXT, pair], max_length, piece_chars=997)
+        assert len(texts[0]) < 4 * 997 and texts[1] == pair  # cut after a few pieces; short texts untouched
+        for first, second in (([TEXT], None), ([TEXT], [pair]), ([pair], [TEXT])):
+            expected = tokenizer(first, second, truncation=True, max_length=max_length)["input_ids"]
+            shortened = [shorten(tokenizer, t, max_length, piece_chars=997) if t else t for t in (first, second)]
+            assert tokenizer(*shortened, truncation=True, max_length=max_length)["input_ids"] == expected

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.errors import check_float, check_int, invalid_argument
-from tfllm.training.token_arrays import token_arrays
+from tfllm.training.token_arrays import shorten, token_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -424,8 +424,10 @@ def _special_ids(tokenizer):
 
 
 def _encode_classification(tokenizer, records, sequence_length, options):
-    texts = _texts(records, options["text_field"])
-    pairs = _texts(records, options["text_pair_field"]) if options["text_pair_field"] else None
+    texts = shorten(tokenizer, _texts(records, options["text_field"]), sequence_length)
+    pairs = None
+    if options["text_pair_field"]:
+        pairs = shorten(tokenizer, _texts(records, options["text_pair_field"]), sequence_length)
     labels = _label_ids(records, options["label_field"], options["num_labels"], options["label2id"])
     _warn_truncated(tokenizer, records, texts, pairs, sequence_length)
     batch = tokenizer(texts, pairs, padding="max_length", truncation=True, max_length=sequence_length,
@@ -441,8 +443,8 @@ def _encode_seq2seq(tokenizer, records, sequence_length, options):
     if start is None:
         raise invalid_argument("decoder_start_token_id", "an integer token id (the tokenizer has no pad_token "
                                "to default to)", start, error=DataError)
-    sources = _texts(records, options["source_field"])
-    targets = _texts(records, options["target_field"])
+    sources = shorten(tokenizer, _texts(records, options["source_field"]), sequence_length)
+    targets = shorten(tokenizer, _texts(records, options["target_field"]), sequence_length)
     encoded = []
     for texts in (sources, targets):
         _warn_truncated(tokenizer, records, texts, None, sequence_length)

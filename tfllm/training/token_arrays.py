@@ -78,8 +78,8 @@ def _groups(texts, piece_chars):
         yield group
 
 
-def _pieces(text, piece_chars, keep_space):
-    """Consecutive pieces of `text` of at most `piece_chars` characters, cut at spaces when possible."""
+def _spans(text, piece_chars, keep_space):
+    """`(start, end)` of consecutive pieces of `text` of at most `piece_chars` characters, cut at spaces when possible."""
     start = 0
     while len(text) - start > piece_chars:
         end = start + piece_chars
@@ -91,9 +91,9 @@ def _pieces(text, piece_chars, keep_space):
         else:
             cut = match.start(1)
             after = cut if keep_space else cut + 1
-        yield text[start:cut]
+        yield start, cut
         start = after
-    yield text[start:]
+    yield start, len(text)
 
 
 def _long_text_ids(backend, text, add_special_tokens, cutting, piece_chars):
@@ -102,13 +102,35 @@ def _long_text_ids(backend, text, add_special_tokens, cutting, piece_chars):
                        "characters in one pass", len(text))
         return _encode(backend, [text], True)[0]
     parts = [cutting.prefix] if add_special_tokens else []
-    pieces = list(_pieces(text, piece_chars, cutting.keep_space))
+    pieces = [text[start:end] for start, end in _spans(text, piece_chars, cutting.keep_space)]
     step = max(1, GROUP_CHARS // piece_chars)
     for first in range(0, len(pieces), step):
         parts += _encode(backend, pieces[first:first + step], False)
     if add_special_tokens:
         parts.append(cutting.suffix)
     return np.concatenate(parts)
+
+
+def shorten(tokenizer, texts, max_tokens, piece_chars=PIECE_CHARS):
+    """`texts`, each one longer than `piece_chars` characters cut after its first pieces that hold more
+    than `max_tokens` tokens: truncated to `max_tokens` tokens (pairs too), it gives the tokens the
+    whole text would, and it is not all tokenized only to be truncated."""
+    backend, cutting, shortened = tokenizer.backend_tokenizer, None, []
+    for text in texts:
+        if len(text) > piece_chars:
+            cutting = cutting or _probe(backend)
+            text = _head(backend, text, max_tokens, cutting, piece_chars)
+        shortened.append(text)
+    return shortened
+
+
+def _head(backend, text, max_tokens, cutting, piece_chars):
+    count = 0
+    for start, end in _spans(text, piece_chars, cutting.keep_space):
+        count += len(backend.encode(text[start:end], add_special_tokens=False).ids)
+        if count > max_tokens:
+            return text[:end]
+    return text
 
 
 def _probe(backend):
