@@ -11,7 +11,8 @@ byte-level BPE, WordPiece and SentencePiece split anyway, so its ids are those o
 tokenizer is probed once to learn whether the space starts the next piece (byte-level BPE) or is
 dropped (tokenizers that prepend "▁" to every text), and which special tokens its template puts
 around a text. When no rule reproduces the probe, or `PIECE_CHARS` characters hold no such space,
-the text is cut anyway (ids may differ next to that cut) and a warning says so.
+the text is cut anyway (ids may differ next to that cut) and a warning says so. `shorten` cuts a
+long text that will be truncated to a few pieces before it is tokenized.
 """
 
 import dataclasses
