@@ -5,8 +5,7 @@ before any training starts. Tokenizing goes a bounded group of characters at a t
 arrays (`tfllm.training.token_arrays`), and the pipelines shuffle and batch indices and gather
 rows from one copy of the arrays, so memory stays a small multiple of the files (a 50 MB
 single-line file: +0.64 GB, not +8.8 GB). The `tf.data` pipelines shuffle, batch, mask (masked
-LM) and prefetch. Every element is
-`(inputs, labels, sample_weight)`, ready for `model.fit` with
+LM) and prefetch. Every element is `(inputs, labels, sample_weight)`, ready for `model.fit` with
 `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`.
 """
 
