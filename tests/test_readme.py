@@ -7,7 +7,8 @@ with `--small`), then each block runs:
 - an indented Python line (the pipeline one-liner) in the namespace of the fenced block before it;
 - an indented shell block (lines starting with `tfllm `, `python`, `NAME=...`) in bash, one chunk
   (lines between blank lines) at a time; variables carry over to later chunks (`$MINILM`);
-- an indented block that is neither is the output of the shell chunk before it, and must equal it.
+- an indented block that is neither is output: its lines must appear, in a row, in what the shell
+  chunk before it printed.
 
 A block right after `<!-- readme-test: skip (why; tests/path.py::test_name runs it) -->` is not run
 here; the marker must name an existing test that covers it. Placeholders for the reader's own files
@@ -162,10 +163,22 @@ def _environment():
     return env
 
 
+def _checked(script):
+    """`script` with an exit after each command that fails, `a && b` lists included (which `set -e`
+    lets through)."""
+    out, command = [], []
+    for line in script.splitlines():
+        command.append(line)
+        if not line.rstrip().endswith("\\"):
+            out += command + ["status=$?; if [ $status -ne 0 ]; then exit $status; fi"]
+            command = []
+    return "\n".join(out + command)
+
+
 def _run_shell(script, cwd, env):
     """Runs `script` in bash with `set -a` (assignments carry over); returns (stdout, env after it)."""
     env_file = cwd / ".readme_env"
-    wrapped = f"set -euo pipefail -a\n{script}\nenv -0 > {env_file}\n"
+    wrapped = f"set -uo pipefail -a\n{_checked(script)}\nenv -0 > {env_file}\n"
     result = subprocess.run(["bash", "-c", wrapped], cwd=cwd, env=env, capture_output=True, text=True,
                             timeout=TIMEOUT_S)
     assert result.returncode == 0, f"exit {result.returncode}\n{script}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr[-4000:]}"
@@ -202,7 +215,8 @@ def test_readme_example(block, session, monkeypatch):
         assert session["stdout"] is not None, "an output block follows no command"
         shown = [line.rstrip() for line in block.text.splitlines()]
         printed = [line.rstrip() for line in session["stdout"].splitlines() if line.strip()]
-        assert printed[-len(shown):] == shown
+        starts = [i for i, line in enumerate(printed) if line == shown[0]]
+        assert any(printed[i:i + len(shown)] == shown for i in starts), "\n".join(printed)
 
 
 # === The README's own rules ===
