@@ -34,6 +34,24 @@ def _check_beam_arguments(num_beams, length_penalty, early_stopping, num_return_
     return num_beams, length_penalty, early_stopping, num_return_sequences
 
 
+def _check_penalties(repetition_penalty, no_repeat_ngram_size, num_beams):
+    """The processors' settings as tensors, or None when both are off (the loop then skips them)."""
+    repetition_penalty = check_float("repetition_penalty", repetition_penalty, low=0.0, low_inclusive=False)
+    if repetition_penalty == float("inf"):
+        raise invalid_argument("repetition_penalty", "a finite number > 0", repetition_penalty)
+    no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, minimum=0)
+    if repetition_penalty == 1.0 and no_repeat_ngram_size == 0:
+        return None
+    if num_beams > 1:
+        name = "repetition_penalty" if repetition_penalty != 1.0 else "no_repeat_ngram_size"
+        value = repetition_penalty if repetition_penalty != 1.0 else no_repeat_ngram_size
+        raise NotImplementedError(
+            f"`{name}` is not implemented for beam search (`num_beams` > 1); use greedy decoding or sampling "
+            f"(num_beams=1). Received: {name}={value!r}, num_beams={num_beams}"
+        )
+    return (tf.constant(repetition_penalty, tf.float32), tf.constant(no_repeat_ngram_size, tf.int32))
+
+
 def generate(
     model,
     input_ids,
@@ -44,6 +62,8 @@ def generate(
     temperature=1.0,
     top_k=0,
     top_p=1.0,
+    repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
     num_beams=1,
     length_penalty=1.0,
     early_stopping=False,
@@ -64,6 +84,11 @@ def generate(
         temperature: divides the logits before sampling (> 0).
         top_k: sample among the k most likely tokens; 0 disables.
         top_p: sample among the most likely tokens whose probability adds up to top_p, in (0, 1].
+        repetition_penalty: divides the logit of every token already in the sequence (prompt included;
+            multiplies it when negative), > 0; 1.0 disables. As transformers', except that a
+            left-padded batch's padding does not count (see `tfllm.generation.processors`).
+        no_repeat_ngram_size: never produce an n-gram of this many tokens twice (counting the prompt);
+            0 disables. Greedy decoding and sampling only, like `repetition_penalty`.
         num_beams: 1 for greedy decoding or sampling; more runs beam search with this many beams
             (transformers' `_beam_search`, see `tfllm.generation.beam`). Not with `do_sample`.
         length_penalty: beam search divides a finished hypothesis' log-probability by
@@ -105,6 +130,7 @@ def generate(
     top_p = check_float("top_p", top_p, low=0.0, high=1.0, low_inclusive=False)
     num_beams, length_penalty, early_stopping, num_return_sequences = _check_beam_arguments(
         num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
+    penalties = _check_penalties(repetition_penalty, no_repeat_ngram_size, num_beams)
     longest = int(mask.sum(axis=1).max())
     limit = getattr(model, "max_sequence_length", None)  # None: no position table (T5's relative bias)
     if limit is not None and longest + max_new_tokens > limit:
@@ -134,7 +160,7 @@ def generate(
     added = 0
     if jit_compile is None and pads_prompts(model):  # the XLA prompt pass compiles once per padded length
         ids, mask, added = pad_prompts(ids, mask)
-    fn = _compiled(model, bool(do_sample), jit_compile)
+    fn = _compiled(model, bool(do_sample), jit_compile, penalized=penalties is not None)
     output = fn(
         tf.constant(ids),
         tf.constant(mask),
@@ -145,6 +171,7 @@ def generate(
         tf.constant([seed % 2**31, 0], tf.int32),
         tf.constant(eos, tf.int32),
         tf.constant(pad, tf.int32),
+        *(penalties or ()),
     )
     return output[:, added:]
 
