@@ -7,6 +7,7 @@ import torch
 
 import tfllm
 from testing import make_hf_gpt2, make_hf_model
+from tfllm.generation.loop import CHUNK, _compiled, xla_greedy_steps
 from tfllm.generation.processors import Penalties, process_logits, start_history
 
 MAX_NEW = 20
@@ -110,6 +111,21 @@ def test_greedy_equals_transformers(gpt2, name, jit_compile):
     ours = model.generate(ids, max_new_tokens=MAX_NEW, jit_compile=jit_compile, **SETTINGS[name]).numpy()
     np.testing.assert_array_equal(ours, _hf_generate(hf_model, ids, **SETTINGS[name]))
     assert not np.array_equal(ours, model.generate(ids, max_new_tokens=MAX_NEW).numpy())  # the setting matters
+
+
+def test_settings_share_one_trace_across_chunks(gpt2):
+    """Penalty values are tensors: one traced loop and chunk serve them all, across XLA chunk boundaries."""
+    _, model = gpt2
+    ids = np.random.default_rng(4).integers(0, 90, (2, 3))
+    for index, settings in enumerate([dict(repetition_penalty=1.1), dict(no_repeat_ngram_size=1),
+                                      dict(repetition_penalty=0.8, no_repeat_ngram_size=4)]):
+        options = dict(max_new_tokens=2 * CHUNK + 3, eos_token_id=-1, **settings)
+        fast = model.generate(ids, **options).numpy()
+        np.testing.assert_array_equal(fast, model.generate(ids, jit_compile=False, **options).numpy())
+        if index == 0:
+            traces = xla_greedy_steps(model).experimental_get_tracing_count()
+    assert _compiled(model, False, None, penalized=True).experimental_get_tracing_count() == 1
+    assert xla_greedy_steps(model).experimental_get_tracing_count() == traces
 
 
 def test_padded_rows_continue_as_alone(gpt2):
