@@ -150,7 +150,8 @@ def test_sampling_never_repeats_an_ngram(gpt2, jit_compile):
     np.testing.assert_array_equal(ours, model.generate(ids, **kwargs).numpy())  # the seed still repeats
 
 
-def test_seq2seq_greedy_equals_transformers(tmp_path):
+@pytest.mark.slow
+def test_seq2seq_greedy_and_beams_equal_transformers(tmp_path):
     """For an encoder-decoder the processors see the decoder's ids (the start token included)."""
     pytest.importorskip("tfllm.models.t5")
     tiny = dict(vocab_size=99, d_model=32, d_ff=64, relative_attention_num_buckets=8, relative_attention_max_distance=20,
@@ -163,6 +164,11 @@ def test_seq2seq_greedy_equals_transformers(tmp_path):
     with torch.no_grad():
         theirs = hf_model.generate(torch.tensor(ids), max_new_tokens=MAX_NEW, do_sample=False, eos_token_id=None,
                                    **SETTINGS["both"]).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    beams = dict(num_beams=3, num_return_sequences=2, max_new_tokens=10)
+    ours = model.generate(ids, **beams, **SETTINGS["both"]).numpy()
+    with torch.no_grad():
+        theirs = hf_model.generate(torch.tensor(ids), do_sample=False, **beams, **SETTINGS["both"]).numpy()
     np.testing.assert_array_equal(ours, theirs)
 
 
@@ -182,8 +188,16 @@ def test_bad_arguments_are_refused_by_name(gpt2, kwargs, match):
         gpt2[1].generate([[1, 2, 3]], max_new_tokens=2, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [dict(repetition_penalty=1.3), dict(no_repeat_ngram_size=2)])
-def test_beam_search_refuses_by_name(gpt2, kwargs):
-    (name, value), = kwargs.items()
-    with pytest.raises(NotImplementedError, match=f"`{name}` is not implemented for beam search.*{name}={value}"):
-        gpt2[1].generate([[1, 2, 3]], max_new_tokens=2, num_beams=2, **kwargs)
+@pytest.mark.parametrize("jit_compile", [None, False])
+@pytest.mark.parametrize("name", ["repetition_penalty", "both"])
+def test_beam_search_equals_transformers(gpt2, name, jit_compile):
+    """transformers applies the processors to each beam's log-probabilities, with its own tokens."""
+    hf_model, model = gpt2
+    ids = np.random.default_rng(1).integers(0, 90, (2, 5))
+    beams = dict(num_beams=3, num_return_sequences=3, max_new_tokens=12)
+    ours = model.generate(ids, jit_compile=jit_compile, **beams, **SETTINGS[name]).numpy()
+    with torch.no_grad():
+        theirs = hf_model.generate(torch.tensor(ids), do_sample=False, pad_token_id=PAD, **beams,
+                                   **SETTINGS[name]).numpy()
+    np.testing.assert_array_equal(ours, theirs)
+    assert not np.array_equal(ours, model.generate(ids, **beams).numpy())

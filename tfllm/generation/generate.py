@@ -34,7 +34,7 @@ def _check_beam_arguments(num_beams, length_penalty, early_stopping, num_return_
     return num_beams, length_penalty, early_stopping, num_return_sequences
 
 
-def _check_penalties(repetition_penalty, no_repeat_ngram_size, num_beams):
+def _check_penalties(repetition_penalty, no_repeat_ngram_size):
     """The processors' settings as tensors, or None when both are off (the loop then skips them)."""
     repetition_penalty = check_float("repetition_penalty", repetition_penalty, low=0.0, low_inclusive=False)
     if repetition_penalty == float("inf"):
@@ -42,13 +42,6 @@ def _check_penalties(repetition_penalty, no_repeat_ngram_size, num_beams):
     no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, minimum=0)
     if repetition_penalty == 1.0 and no_repeat_ngram_size == 0:
         return None
-    if num_beams > 1:
-        name = "repetition_penalty" if repetition_penalty != 1.0 else "no_repeat_ngram_size"
-        value = repetition_penalty if repetition_penalty != 1.0 else no_repeat_ngram_size
-        raise NotImplementedError(
-            f"`{name}` is not implemented for beam search (`num_beams` > 1); use greedy decoding or sampling "
-            f"(num_beams=1). Received: {name}={value!r}, num_beams={num_beams}"
-        )
     return (tf.constant(repetition_penalty, tf.float32), tf.constant(no_repeat_ngram_size, tf.int32))
 
 
@@ -88,7 +81,7 @@ def generate(
             multiplies it when negative), > 0; 1.0 disables. As transformers', except that a
             left-padded batch's padding does not count (see `tfllm.generation.processors`).
         no_repeat_ngram_size: never produce an n-gram of this many tokens twice (counting the prompt);
-            0 disables. Greedy decoding and sampling only, like `repetition_penalty`.
+            0 disables. Beam search applies both to each beam's log-probabilities, as transformers does.
         num_beams: 1 for greedy decoding or sampling; more runs beam search with this many beams
             (transformers' `_beam_search`, see `tfllm.generation.beam`). Not with `do_sample`.
         length_penalty: beam search divides a finished hypothesis' log-probability by
@@ -130,7 +123,7 @@ def generate(
     top_p = check_float("top_p", top_p, low=0.0, high=1.0, low_inclusive=False)
     num_beams, length_penalty, early_stopping, num_return_sequences = _check_beam_arguments(
         num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
-    penalties = _check_penalties(repetition_penalty, no_repeat_ngram_size, num_beams)
+    penalties = _check_penalties(repetition_penalty, no_repeat_ngram_size)
     longest = int(mask.sum(axis=1).max())
     limit = getattr(model, "max_sequence_length", None)  # None: no position table (T5's relative bias)
     if limit is not None and longest + max_new_tokens > limit:
@@ -153,10 +146,10 @@ def generate(
         jit_compile = False  # XLA's CPU fusion recomputes each int8 product's inputs per output unit: slower
     jit_compile = None if jit_compile is None else bool(jit_compile)
     if num_beams > 1:
-        fn = compiled_beam_search(model, num_beams, num_return_sequences, jit_compile)
+        fn = compiled_beam_search(model, num_beams, num_return_sequences, jit_compile, penalties is not None)
         return fn(tf.constant(ids), tf.constant(mask), tf.constant(max_new_tokens, tf.int32),
                   tf.constant(length_penalty, tf.float32), tf.constant(EARLY_STOPPING_CODES[early_stopping], tf.int32),
-                  tf.constant(eos, tf.int32), tf.constant(pad, tf.int32))
+                  tf.constant(eos, tf.int32), tf.constant(pad, tf.int32), *(penalties or ()))
     added = 0
     if jit_compile is None and pads_prompts(model):  # the XLA prompt pass compiles once per padded length
         ids, mask, added = pad_prompts(ids, mask)

@@ -19,7 +19,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from tfllm.generation.processors import Penalties, append, start_history
+from tfllm.generation.processors import Penalties, append, prompt_history
 from tfllm.generation.sampling import next_token
 
 # model -> {key: tf.function}; `decode`'s keys are (do_sample, jit_compile), other modes' keys are
@@ -191,10 +191,7 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
     prefill = xla_prefill(model) if xla_prompt else model.prefill
     room = cache_room(tf.shape(token_ids)[1], max_new_tokens)
     logits, state, prefix = prefill(token_ids, padding_mask, room)
-    history = None
-    if penalties is not None:  # an encoder-decoder's prefix (its decoder start token) is all real
-        real = tf.ones_like(prefix) if getattr(model, "is_encoder_decoder", False) else padding_mask
-        history = start_history(prefix, real, room, penalties)
+    history = None if penalties is None else prompt_history(model, prefix, padding_mask, room, penalties)
     token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0, history)
     history = append(history, token) if history else None
     done = tf.equal(token, eos_token_id)

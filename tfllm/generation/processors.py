@@ -46,6 +46,13 @@ class History(_History):
     __slots__ = ()
 
 
+def prompt_history(model, prefix, padding_mask, room, penalties):
+    """The history after `model.prefill` returned `prefix`: the left-padded prompt of a decoder (its
+    `padding_mask` says which tokens are real), the decoder start tokens of an encoder-decoder."""
+    real = tf.ones_like(prefix) if getattr(model, "is_encoder_decoder", False) else padding_mask
+    return start_history(prefix, real, room, penalties)
+
+
 def start_history(prefix, real, room, penalties):
     """The history after the prompt: `prefix` `(batch_size, prefix_length)` ids with `real` 1 for real
     tokens (left-padded), and `room` more positions for the new tokens."""
