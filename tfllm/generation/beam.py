@@ -216,5 +216,5 @@ def compiled_beam_search(model, num_beams, num_return_sequences, jit_compile, pe
         signature += [scalar(tf.float32), scalar(tf.int32)] if penalized else []
         return tf.function(run, input_signature=signature, jit_compile=bool(jit_compile), reduce_retracing=True)
 
-    key = ("beam_search", num_beams, num_return_sequences, jit_compile, penalized)
+    key = ("beam_search", num_beams, num_return_sequences, jit_compile) + (("penalized",) if penalized else ())
     return _compiled_for(model, key, make)
