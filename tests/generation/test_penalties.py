@@ -173,7 +173,7 @@ def test_seq2seq_greedy_and_beams_equal_transformers(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(repetition_penalty=0.0), "`repetition_penalty`. Expected a number in \\(0.0, inf\\]. Received: repetition_penalty=0.0"),
+    (dict(repetition_penalty=0.0), "`repetition_penalty`. Expected a finite number > 0. Received: repetition_penalty=0.0"),
     (dict(repetition_penalty=-1.2), "`repetition_penalty`"),
     (dict(repetition_penalty=float("nan")), "`repetition_penalty`"),
     (dict(repetition_penalty=float("inf")), "`repetition_penalty`. Expected a finite number > 0. Received: repetition_penalty=inf"),

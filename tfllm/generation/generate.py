@@ -1,5 +1,7 @@
 """`generate`: argument checks, then the compiled decoding loop."""
 
+import math
+import numbers
 import random
 
 import numpy as np
@@ -36,9 +38,10 @@ def _check_beam_arguments(num_beams, length_penalty, early_stopping, num_return_
 
 def _check_penalties(repetition_penalty, no_repeat_ngram_size):
     """The processors' settings as tensors, or None when both are off (the loop then skips them)."""
-    repetition_penalty = check_float("repetition_penalty", repetition_penalty, low=0.0, low_inclusive=False)
-    if repetition_penalty == float("inf"):
+    finite = isinstance(repetition_penalty, numbers.Real) and math.isfinite(repetition_penalty)
+    if isinstance(repetition_penalty, bool) or not finite or repetition_penalty <= 0:
         raise invalid_argument("repetition_penalty", "a finite number > 0", repetition_penalty)
+    repetition_penalty = float(repetition_penalty)
     no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, minimum=0)
     if repetition_penalty == 1.0 and no_repeat_ngram_size == 0:
         return None
