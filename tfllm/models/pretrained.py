@@ -13,7 +13,7 @@ import re
 import keras
 import numpy as np
 
-from tfllm.checkpoints import export_weights, load_config, load_weights, open_state_dict, save_folder
+from tfllm.checkpoints import StateDict, export_weights, load_config, load_weights, open_state_dict, save_folder
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +26,9 @@ def _registry():
 
 def strip_prefix(state_dict, prefix):
     """Drops `prefix` from the keys that carry it, so task and base checkpoints share one table."""
-    if not prefix:
-        return dict(state_dict)
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    if not isinstance(state_dict, StateDict):
+        state_dict = StateDict(state_dict)
+    return state_dict.renamed(lambda key: key[len(prefix):] if prefix and key.startswith(prefix) else key)
 
 
 def build_model(model):
