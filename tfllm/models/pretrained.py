@@ -13,7 +13,10 @@ import re
 import keras
 import numpy as np
 
-from tfllm.checkpoints import StateDict, export_weights, load_config, load_weights, open_state_dict, save_folder
+from tfllm.checkpoints import (
+    StateDict, export_weights, find_weight_files, load_config, load_weights, open_state_dict, save_folder,
+)
+from tfllm.models.sizing import check_model_size
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +128,11 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
 
     Returns:
         The built model with the checkpoint's weights.
+
+    Raises:
+        CheckpointError: the checkpoint is corrupt or does not match the config, or the config
+            implies weights larger than the memory available or than its weight files (checked
+            before anything is built; see `tfllm.models.sizing`).
     """
     hf_config = load_config(folder)
     family = _registry().get_family(hf_config.get("model_type"))
@@ -134,6 +142,7 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
             f"Use tfllm.AutoModel* to load whatever family a folder holds."
         )
     backbone_kwargs, config_task_kwargs = family.config_from_hf(hf_config)
+    check_model_size(folder, family, backbone_kwargs, find_weight_files(folder)[1])
     backbone = family.backbone(**backbone_kwargs)
     if task == "backbone":
         model = backbone
