@@ -132,7 +132,8 @@ class _Unpickler(pickle.Unpickler):
             raise CheckpointError(f"{self._path}: unsupported persistent id in the pickle (not a tensor storage).")
         _, storage_type, key, _, numel = pid
         if not isinstance(storage_type, _Global) or storage_type.dtype is None:
-            raise CheckpointError(f"{self._path}: unsupported storage type {storage_type!r} for storage `{key}`.")
+            kind = storage_type if isinstance(storage_type, _Global) else f"a {type(storage_type).__name__}"
+            raise CheckpointError(f"{self._path}: unsupported storage type {kind!s} in a storage reference.")
         if not (isinstance(key, str) and _is_count(numel)):
             raise CheckpointError(f"{self._path}: malformed storage reference in the pickle.")
         if key not in self._storages:
