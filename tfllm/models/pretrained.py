@@ -143,6 +143,9 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
         )
     backbone_kwargs, config_task_kwargs = family.config_from_hf(hf_config)
     check_model_size(folder, family, backbone_kwargs, find_weight_files(folder)[1])
+    # Memory-mapped where the format allows: checked whole before anything is built, read tensor by
+    # tensor while assigning.
+    state_dict = strip_prefix(open_state_dict(folder), family.hf_prefix)
     backbone = family.backbone(**backbone_kwargs)
     if task == "backbone":
         model = backbone
@@ -156,8 +159,6 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
         if "num_labels" in task_kwargs and "id2label" not in task_kwargs:
             config_kwargs.pop("id2label", None)  # a new label count gets default names, as in transformers
         model = task_class(backbone=backbone, **{**config_kwargs, **task_kwargs})
-    # Memory-mapped where the format allows: checked whole now, read tensor by tensor while assigning.
-    state_dict = strip_prefix(open_state_dict(folder), family.hf_prefix)
     with deferred_initializers() as created:
         build_model_without_running(model)
     entries = family.weight_table(backbone)
