@@ -11,13 +11,14 @@ load_weights(entries, state_dict, source=folder, ignorable=[r"lm_head\\.weight"]
 
 from tfllm.checkpoints.errors import CheckpointError
 from tfllm.checkpoints.folder import save_folder
-from tfllm.checkpoints.state_dict import find_weight_files, load_config, open_state_dict, read_state_dict
+from tfllm.checkpoints.state_dict import StateDict, find_weight_files, load_config, open_state_dict, read_state_dict
 from tfllm.checkpoints.transforms import IDENTITY, TRANSPOSE, Transform, compose, concat, reshape
 from tfllm.checkpoints.weights import WeightEntry, export_weights, load_weights
 
 __all__ = [
     "CheckpointError",
     "IDENTITY",
+    "StateDict",
     "TRANSPOSE",
     "Transform",
     "WeightEntry",

@@ -1,18 +1,8 @@
-"""The error raised for a checkpoint that cannot be loaded exactly."""
+"""The error raised for a checkpoint that cannot be loaded exactly.
 
+It is defined in `tfllm.model_files`, below both the checkpoint and the tokenizer readers, which raise it.
+"""
 
-class CheckpointError(ValueError):
-    """A checkpoint is corrupt, unreadable or does not match the model.
+from tfllm.model_files import CheckpointError
 
-    The message always names the file or the key(s) at fault, so a user can tell
-    which download or which weight table entry to look at.
-
-    Example:
-
-    ```python
-    try:
-        state_dict = read_state_dict("path/to/folder")
-    except CheckpointError as error:
-        logging.error("Cannot load: %s", error)
-    ```
-    """
+__all__ = ["CheckpointError"]

@@ -6,7 +6,6 @@ The file is an 8-byte little-endian header length, a JSON header mapping each te
 `CheckpointError` naming the file instead of a crash deep inside a Rust extension.
 """
 
-import json
 import math
 import mmap
 import os
@@ -15,6 +14,7 @@ import struct
 import numpy as np
 
 from tfllm.checkpoints.errors import CheckpointError
+from tfllm.model_files import parse_json
 
 # safetensors dtype -> numpy dtype of the stored bytes (little-endian).
 _DTYPES = {
@@ -34,6 +34,7 @@ _DTYPES = {
 }
 
 _HEADER_LENGTH_BYTES = 8
+_MAX_HEADER_BYTES = 100_000_000  # the `safetensors` library's limit
 
 try:  # TensorFlow depends on ml_dtypes; it gives numpy a real bfloat16.
     from ml_dtypes import bfloat16 as _BFLOAT16
@@ -63,16 +64,16 @@ def _read_header(path, mapped, file_size):
             f"{_HEADER_LENGTH_BYTES}-byte header length."
         )
     (header_length,) = struct.unpack("<Q", mapped[:_HEADER_LENGTH_BYTES])
-    if header_length > file_size - _HEADER_LENGTH_BYTES:
+    # The length is never quoted: in a file that is not safetensors (a link to /etc/passwd) it is its first bytes.
+    if header_length > min(file_size - _HEADER_LENGTH_BYTES, _MAX_HEADER_BYTES):
         raise CheckpointError(
-            f"Corrupt or truncated safetensors file {path}: the header claims {header_length} bytes "
-            f"but the file has only {file_size} bytes."
+            f"Corrupt or truncated safetensors file {path}: the header length field is not plausible "
+            f"(the file is {file_size} bytes)."
         )
     raw = mapped[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + header_length]
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"Corrupt safetensors file {path}: the header is not valid JSON ({error}).") from error
+    if not raw.startswith(b"{"):
+        raise CheckpointError(f"Corrupt safetensors file {path}: the header is not a JSON object.")
+    header = parse_json(raw, f"Corrupt safetensors file {path}: the header")
     if not isinstance(header, dict):
         raise CheckpointError(f"Corrupt safetensors file {path}: the header is not a JSON object.")
     return header, _HEADER_LENGTH_BYTES + header_length
@@ -111,6 +112,26 @@ def _check_entry(path, name, entry, data_size):
     return dtype, tuple(shape), begin, end
 
 
+def _check_layout(path, entries, data_size):
+    """As the `safetensors` library does: in offset order, the tensors' bytes tile the data exactly.
+
+    So no two tensors share bytes (an overlap would load one tensor's values into another) and
+    no byte lies between or after them.
+    """
+    position = 0
+    for name, (_, _, _, begin, end) in sorted(entries.items(), key=lambda item: item[1][3:]):
+        if begin != position:
+            raise CheckpointError(
+                f"Corrupt safetensors file {path}: invalid offset for tensor `{name}`: its data starts at byte "
+                f"{begin}, but the tensors before it end at byte {position} (tensors may not overlap or leave gaps)."
+            )
+        position = end
+    if position != data_size:
+        raise CheckpointError(
+            f"Corrupt safetensors file {path}: its tensors cover {position} of its {data_size} data bytes."
+        )
+
+
 def _stored_dtype(entry_dtype, dtype):
     """The dtype a mapped view of a tensor has: bfloat16 through ml_dtypes when it is installed."""
     if entry_dtype == "BF16" and _BFLOAT16 is not None:
@@ -139,6 +160,7 @@ class _MappedFile:
                 name: (entry["dtype"], *_check_entry(self.path, name, entry, file_size - self.data_start))
                 for name, entry in header.items()
             }
+            _check_layout(self.path, self.entries, file_size - self.data_start)
         except BaseException:
             self.mapped.close()
             raise

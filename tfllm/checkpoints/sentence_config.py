@@ -1,9 +1,9 @@
 """How sentence-transformers pools a folder's hidden states: `modules.json`, `1_Pooling/config.json`."""
 
-import json
 import os
 
 from tfllm.layers.pooling import POOLING_MODES
+from tfllm.model_files import folder_file, read_json
 
 _LEGACY_POOLING_KEYS = {  # sentence-transformers' old Pooling config flags, in its order
     "pooling_mode_cls_token": "cls", "pooling_mode_max_tokens": "max", "pooling_mode_mean_tokens": "mean",
@@ -30,19 +30,17 @@ def sentence_transformers_config(folder):
         NotImplementedError: a module or pooling mode tfllm does not implement (e.g. Dense, weighted mean).
     """
     config = dict(PLAIN_FOLDER_POOLING)
-    path = os.path.join(folder, "sentence_bert_config.json")
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            config.update({k: v for k, v in json.load(f).items() if k in ("max_seq_length", "do_lower_case")})
+    if os.path.isfile(os.path.join(folder, "sentence_bert_config.json")):
+        settings = read_json(folder_file(folder, "sentence_bert_config.json"))
+        config.update({k: v for k, v in settings.items() if k in ("max_seq_length", "do_lower_case")})
     path = os.path.join(folder, "modules.json")
     if not os.path.isfile(path):
         return config
-    with open(path, encoding="utf-8") as f:
-        modules = json.load(f)
+    modules = read_json(folder_file(folder, "modules.json"))
     for module in modules:
         kind = module.get("type", "").rsplit(".", 1)[-1]
         if kind == "Pooling":
-            config["pooling"] = _pooling_modes(os.path.join(folder, module["path"], "config.json"))
+            config["pooling"] = _pooling_modes(folder_file(folder, os.path.join(module["path"], "config.json")))
         elif kind == "Normalize":
             config["normalize"] = True
         elif kind != "Transformer" or module.get("path", ""):
@@ -55,8 +53,7 @@ def sentence_transformers_config(folder):
 
 def _pooling_modes(path):
     """The modes of a sentence-transformers `Pooling` config: `pooling_mode`, or the legacy flags."""
-    with open(path, encoding="utf-8") as f:
-        pooling = json.load(f)
+    pooling = read_json(path)
     modes = pooling.get("pooling_mode")
     if modes is None:
         modes = tuple(mode for key, mode in _LEGACY_POOLING_KEYS.items() if pooling.get(key)) or ("mean",)

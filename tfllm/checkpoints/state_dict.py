@@ -5,7 +5,6 @@ PyTorch or TF names; `tf_model.h5`; `pytorch_model.bin`, sharded or not) and alw
 PyTorch-style keys in PyTorch layout, so a family's weight table is written once.
 """
 
-import json
 import logging
 import os
 
@@ -13,6 +12,7 @@ from tfllm.checkpoints.errors import CheckpointError
 from tfllm.checkpoints.safetensors_io import map_safetensors, read_safetensors
 from tfllm.checkpoints.tf_names import looks_like_tf_names, read_tf_h5, tf_to_pt_state_dict
 from tfllm.checkpoints.torch_pickle import read_torch_bin
+from tfllm.model_files import folder_file, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -31,19 +31,26 @@ _CANDIDATES = (
 )
 
 
+class StateDict(dict):
+    """A state dict, key -> array, that also knows the file each key was read from (`files`), for messages."""
+
+    def __init__(self, items=(), files=None):
+        super().__init__(items)
+        self.files = dict(files or {})
+
+    def renamed(self, rename):
+        """A copy with every key `k` renamed to `rename(k)`, files included."""
+        return StateDict(
+            ((rename(key), value) for key, value in self.items()),
+            files={rename(key): path for key, path in self.files.items()},
+        )
+
+
 def _check_folder(folder):
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"Model folder not found: {folder}")
     return folder
-
-
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error}).") from error
 
 
 def load_config(folder):
@@ -57,7 +64,7 @@ def load_config(folder):
 
     Raises:
         FileNotFoundError: the folder or its `config.json` does not exist.
-        CheckpointError: `config.json` is not a JSON object.
+        CheckpointError: `config.json` is not a JSON object, or leads out of the folder.
 
     Example:
 
@@ -70,7 +77,7 @@ def load_config(folder):
     path = os.path.join(folder, "config.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No config.json in model folder {folder}: {path} does not exist.")
-    config = _read_json(path)
+    config = read_json(folder_file(folder, "config.json"))
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got a {type(config).__name__}.")
     return config
@@ -78,7 +85,7 @@ def load_config(folder):
 
 def read_weight_map(index_path):
     """Reads the `weight_map` (key -> shard file name) of a sharded checkpoint index."""
-    index = _read_json(index_path)
+    index = read_json(index_path)
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointError(f"{index_path}: no `weight_map` object mapping keys to shard file names.")
@@ -90,10 +97,9 @@ def _shard_files(folder, index_path):
     for shard in sorted(set(read_weight_map(index_path).values())):
         if os.path.basename(shard) != shard or shard in ("", ".", ".."):
             raise CheckpointError(f"{index_path}: shard name {shard!r} is not a plain file name.")
-        path = os.path.join(folder, shard)
-        if not os.path.isfile(path):
+        if not os.path.isfile(os.path.join(folder, shard)):
             raise CheckpointError(f"{index_path}: shard {shard} is missing from {folder}.")
-        shards.append(path)
+        shards.append(folder_file(folder, shard))
     return shards
 
 
@@ -112,12 +118,13 @@ def find_weight_files(folder):
 
     Raises:
         FileNotFoundError: the folder does not exist or holds none of those files.
-        CheckpointError: an index is invalid or names a missing shard.
+        CheckpointError: an index is invalid or names a missing shard, or a file leads out of the
+            folder (see `tfllm.model_files.folder_file`).
     """
     folder = _check_folder(folder)
     for name, weight_format, is_index in _CANDIDATES:
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
+        if os.path.isfile(os.path.join(folder, name)):
+            path = folder_file(folder, name)
             return weight_format, (_shard_files(folder, path) if is_index else [path])
     names = ", ".join(name for name, _, _ in _CANDIDATES)
     raise FileNotFoundError(f"No weights found in {folder}: looked for {names}.")
@@ -144,14 +151,13 @@ def _read_file(weight_format, path, mapped=False):
 
 def _read_all(folder, mapped):
     weight_format, files = find_weight_files(folder)
-    state_dict = {}
-    origin = {}
+    state_dict = StateDict()
     for path in files:
         for key, array in _read_file(weight_format, path, mapped).items():
             if key in state_dict:
-                raise CheckpointError(f"Key `{key}` appears in both {origin[key]} and {path}.")
+                raise CheckpointError(f"Key `{key}` appears in both {state_dict.files[key]} and {path}.")
             state_dict[key] = array
-            origin[key] = path
+            state_dict.files[key] = path
     _check_index_keys(folder, weight_format, state_dict)
     logger.info("Read %d tensors (%s) from %s.", len(state_dict), weight_format, folder)
     return state_dict
@@ -167,8 +173,9 @@ def read_state_dict(folder):
         folder: a Hugging Face model folder.
 
     Returns:
-        A dict of PyTorch key -> `np.ndarray`. Floating point arrays are float32 (float16 and
-        bfloat16 are widened); integer arrays keep their dtype.
+        A `StateDict` (a dict) of PyTorch key -> `np.ndarray`; its `files` names each key's file.
+        Floating point arrays are float32 (float16 and bfloat16 are widened); integer arrays keep
+        their dtype.
 
     Raises:
         FileNotFoundError: no weights file was found.

@@ -78,6 +78,23 @@ def _compile_patterns(ignorable):
         raise invalid_argument("ignorable", "a list of regular expressions", ignorable) from error
 
 
+def _holds_floats(array):
+    return array.dtype.kind == "f" or array.dtype.name == "bfloat16"  # ml_dtypes' bfloat16 is kind "V"
+
+
+def _check_float_sources(entry, hf_arrays, state_dict, source):
+    """Refuses integer or bool tensors for a float variable: an F32 tensor relabelled I32 loads as huge numbers."""
+    if "float" not in str(entry.variable.dtype):
+        return
+    for key, array in zip(entry.hf_keys, hf_arrays):
+        if not _holds_floats(array):
+            path = getattr(state_dict, "files", {}).get(key, source)
+            raise CheckpointError(
+                f"{path}: tensor `{key}` is stored as {array.dtype.name}, which cannot hold the floating point "
+                f"weights of `{entry.variable.path}`; refused."
+            )
+
+
 def _convert(entry, state_dict):
     """Returns (HF arrays, transformed array or None, error message or None) for one entry."""
     hf_arrays = [np.asarray(state_dict[key]) for key in entry.hf_keys]
@@ -104,6 +121,7 @@ def _converted_arrays(entries, state_dict, source):
     """
     arrays, problems = [], []
     for entry in entries:
+        _check_float_sources(entry, [np.asarray(state_dict[key]) for key in entry.hf_keys], state_dict, source)
         hf_arrays, array, problem = _convert(entry, state_dict)
         if problem:
             problems.append(problem)
@@ -180,8 +198,9 @@ def load_weights(entries, state_dict, *, source, ignorable=()):
             and unused, e.g. `r"h\\.\\d+\\.attn\\.bias"` or `r"lm_head\\.weight"`.
 
     Raises:
-        CheckpointError: keys are missing, shapes do not match, or keys are unused; the message
-            lists every offending key.
+        CheckpointError: keys are missing, shapes do not match, keys are unused, or a float
+            variable's tensor is stored as integers or bools; the message lists every offending key
+            (and its file, when `state_dict` is a `StateDict`).
 
     Example:
 

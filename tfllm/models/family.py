@@ -22,6 +22,9 @@ class ModelFamily:
         hf_prefix: prefix of the base model's keys inside a task checkpoint ("transformer.").
         hf_architectures: task name → HF class name written into `config.json`; an alias's own
             names are keyed by `(model_type, task)`.
+        parameter_terms: backbone kwargs → {description: parameter count} of the backbone, each part
+            described by the config.json fields that drive it; raises `ValueError` for a size that
+            is not a positive integer. Lets a loader refuse an absurd config before building it.
         ignorable: regex patterns of HF keys that may be present and unused.
         aliases: other `model_type` values the family loads (e.g. "mistral" for the Llama family).
     """
@@ -32,6 +35,7 @@ class ModelFamily:
     config_from_hf: Callable
     config_to_hf: Callable
     weight_table: Callable
+    parameter_terms: Callable
     hf_prefix: str = ""
     hf_architectures: dict = dataclasses.field(default_factory=dict)
     ignorable: tuple = ()

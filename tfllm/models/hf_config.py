@@ -1,4 +1,6 @@
-"""What every family's `config.json` mapping shares: activation names and refusing unsupported options."""
+"""What every family's `config.json` mapping shares: activation names, refusing unsupported options, sizes."""
+
+from tfllm.errors import invalid_argument
 
 # transformers' activation names -> tfllm's (`tfllm.layers.ACTIVATIONS`), and back.
 ACTIVATIONS_FROM_HF = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
@@ -31,3 +33,22 @@ def activation_from_hf(family, hf, key, default):
             f"Supported: {sorted(ACTIVATIONS_FROM_HF)}"
         )
     return ACTIVATIONS_FROM_HF[activation]
+
+
+def config_sizes(backbone, names):
+    """Reads sizes from backbone kwargs, each checked to be a positive integer and keyed by its config.json name.
+
+    Args:
+        backbone: the backbone kwargs `config_from_hf` returned.
+        names: tfllm name -> config.json name, e.g. `{"vocabulary_size": "vocab_size"}`.
+
+    Raises:
+        ValueError: a size is not a positive integer (`vocab_size: 1e12` is a float in JSON).
+    """
+    sizes = {}
+    for name, hf_name in names.items():
+        value = backbone[name]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise invalid_argument(hf_name, "a positive integer", value)
+        sizes[hf_name] = value
+    return sizes

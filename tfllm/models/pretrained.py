@@ -13,7 +13,10 @@ import re
 import keras
 import numpy as np
 
-from tfllm.checkpoints import export_weights, load_config, load_weights, open_state_dict, save_folder
+from tfllm.checkpoints import (
+    StateDict, export_weights, find_weight_files, load_config, load_weights, open_state_dict, save_folder,
+)
+from tfllm.models.sizing import check_model_size
 
 logger = logging.getLogger(__name__)
 
@@ -26,9 +29,9 @@ def _registry():
 
 def strip_prefix(state_dict, prefix):
     """Drops `prefix` from the keys that carry it, so task and base checkpoints share one table."""
-    if not prefix:
-        return dict(state_dict)
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state_dict.items()}
+    if not isinstance(state_dict, StateDict):
+        state_dict = StateDict(state_dict)
+    return state_dict.renamed(lambda key: key[len(prefix):] if prefix and key.startswith(prefix) else key)
 
 
 def build_model(model):
@@ -125,6 +128,11 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
 
     Returns:
         The built model with the checkpoint's weights.
+
+    Raises:
+        CheckpointError: the checkpoint is corrupt or does not match the config, or the config
+            implies weights larger than the memory available or than its weight files (checked
+            before anything is built; see `tfllm.models.sizing`).
     """
     hf_config = load_config(folder)
     family = _registry().get_family(hf_config.get("model_type"))
@@ -134,6 +142,10 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
             f"Use tfllm.AutoModel* to load whatever family a folder holds."
         )
     backbone_kwargs, config_task_kwargs = family.config_from_hf(hf_config)
+    check_model_size(folder, family, backbone_kwargs, find_weight_files(folder)[1])
+    # Memory-mapped where the format allows: checked whole before anything is built, read tensor by
+    # tensor while assigning.
+    state_dict = strip_prefix(open_state_dict(folder), family.hf_prefix)
     backbone = family.backbone(**backbone_kwargs)
     if task == "backbone":
         model = backbone
@@ -147,8 +159,6 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
         if "num_labels" in task_kwargs and "id2label" not in task_kwargs:
             config_kwargs.pop("id2label", None)  # a new label count gets default names, as in transformers
         model = task_class(backbone=backbone, **{**config_kwargs, **task_kwargs})
-    # Memory-mapped where the format allows: checked whole now, read tensor by tensor while assigning.
-    state_dict = strip_prefix(open_state_dict(folder), family.hf_prefix)
     with deferred_initializers() as created:
         build_model_without_running(model)
     entries = family.weight_table(backbone)

@@ -3,11 +3,13 @@
 import json
 import logging
 import os
+import re
 
 from tokenizers import AddedToken
 from tokenizers import Tokenizer as BackendTokenizer
 from tokenizers import models
 
+from tfllm.model_files import CheckpointError, folder_file, read_json
 from tfllm.tokenizers import _utils, bpe, sentencepiece, wordpiece
 from tfllm.tokenizers.tokenizer import Tokenizer
 
@@ -75,6 +77,8 @@ class AutoTokenizer:
         Raises:
             FileNotFoundError: The folder, or any tokenizer file in it, is missing.
             NotImplementedError: The folder holds a tokenizer kind not supported yet.
+            CheckpointError: A tokenizer file is malformed (named in the message), or leads out
+                of the folder (see `tfllm.model_files.folder_file`).
         """
         unknown = sorted(set(kwargs) - set(_INIT_ARGS))
         if unknown:
@@ -96,21 +100,26 @@ class AutoTokenizer:
         return Tokenizer(backend, **init)
 
 
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _read_config(folder):
     """Merges `tokenizer_config.json` and `special_tokens_map.json` (which wins, as in HF)."""
     config = {}
-    path = os.path.join(folder, "tokenizer_config.json")
-    if os.path.isfile(path):
-        config.update(_read_json(path))
-    path = os.path.join(folder, "special_tokens_map.json")
-    if os.path.isfile(path):
-        config.update(_read_json(path))
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if os.path.isfile(os.path.join(folder, name)):
+            path = folder_file(folder, name)
+            settings = read_json(path)
+            if not isinstance(settings, dict):
+                raise CheckpointError(f"{path}: expected a JSON object, got a {type(settings).__name__}.")
+            config.update(settings)
     return config
+
+
+def _library_error(paths, error):
+    """A CheckpointError naming `paths` for an error of the tokenizers library, with quoted values masked.
+
+    The library raises a bare `Exception`, whose text may quote the file (`unknown variant `...``).
+    """
+    detail = re.sub(r"`[^`]*`|\"[^\"]*\"|'[^']*'", "...", str(error))[:300]
+    return CheckpointError(f"{' + '.join(paths)}: the tokenizers library cannot read it ({detail}).")
 
 
 def _load_backend(folder, config):
@@ -119,19 +128,23 @@ def _load_backend(folder, config):
 
     add_prefix_space = bool(config.get("add_prefix_space", False))
     if has("tokenizer.json"):
-        backend = BackendTokenizer.from_file(os.path.join(folder, "tokenizer.json"))
+        path = folder_file(folder, "tokenizer.json")
+        try:
+            backend = BackendTokenizer.from_file(path)
+        except Exception as error:  # noqa: BLE001 - the library raises only bare `Exception`
+            raise _library_error([path], error) from error
         _set_add_prefix_space(backend, add_prefix_space)
         return backend
     if has("vocab.json") and has("merges.txt"):
-        return bpe.byte_level_bpe_from_files(
-            os.path.join(folder, "vocab.json"),
-            os.path.join(folder, "merges.txt"),
-            add_prefix_space=add_prefix_space,
-        )
+        paths = [folder_file(folder, "vocab.json"), folder_file(folder, "merges.txt")]
+        try:
+            return bpe.byte_level_bpe_from_files(*paths, add_prefix_space=add_prefix_space)
+        except Exception as error:  # noqa: BLE001 - the library raises only bare `Exception`
+            raise _library_error(paths, error) from error
     if has("vocab.txt"):
-        return wordpiece.wordpiece_from_vocab(os.path.join(folder, "vocab.txt"), config)
+        return wordpiece.wordpiece_from_vocab(folder_file(folder, "vocab.txt"), config)
     if has("spiece.model"):
-        return sentencepiece.t5_backend(os.path.join(folder, "spiece.model"), config)
+        return sentencepiece.t5_backend(folder_file(folder, "spiece.model"), config)
     for name, kind in _NOT_YET.items():
         if has(name):
             raise NotImplementedError(
@@ -152,11 +165,10 @@ def _sentencepiece_proto(folder, backend):
     `spiece.model` (as transformers saves T5) keeps them too. An unreadable `spiece.model` next to a
     `tokenizer.json` is left out with a warning, since the backend does not need it.
     """
-    path = os.path.join(folder, "spiece.model")
-    if not os.path.isfile(path) or not isinstance(backend.model, models.Unigram):
+    if not os.path.isfile(os.path.join(folder, "spiece.model")) or not isinstance(backend.model, models.Unigram):
         return None
     try:
-        return sentencepiece.read_model_proto(path)
+        return sentencepiece.read_model_proto(folder_file(folder, "spiece.model"))
     except ValueError as error:
         logger.warning("Not keeping %s for in-graph tokenization: %s", path, error)
         return None

@@ -13,6 +13,7 @@ FAMILY = ModelFamily(
     config_from_hf=config.config_from_hf,
     config_to_hf=config.config_to_hf,
     weight_table=weights.weight_table,
+    parameter_terms=config.parameter_terms,
     hf_prefix="bert.",
     hf_architectures={
         "backbone": "BertModel",

@@ -1,6 +1,6 @@
 """BERT's `config.json` ↔ `BertBackbone` constructor arguments."""
 
-from tfllm.models.hf_config import ACTIVATIONS_TO_HF, activation_from_hf, refuse_unsupported
+from tfllm.models.hf_config import ACTIVATIONS_TO_HF, activation_from_hf, config_sizes, refuse_unsupported
 
 # Options that change the computation in ways tfllm does not implement: option -> the only value accepted.
 UNSUPPORTED = {
@@ -61,3 +61,21 @@ def config_to_hf(backbone, task):
         hf["label2id"] = {f"LABEL_{i}": i for i in range(num_labels)}
     hf.update({key: value for key, value in task.items() if value is not None})
     return hf
+
+
+def parameter_terms(backbone):
+    """`BertBackbone`'s parameter count (as transformers' `BertModel`), by part, each named by its config fields."""
+    sizes = config_sizes(backbone, {
+        "vocabulary_size": "vocab_size", "hidden_dim": "hidden_size", "num_layers": "num_hidden_layers",
+        "intermediate_dim": "intermediate_size", "max_sequence_length": "max_position_embeddings",
+        "type_vocabulary_size": "type_vocab_size",
+    })
+    vocab, d, layers, inner, positions, types = sizes.values()
+    block = 4 * (d * d + d) + 2 * d + (d * inner + inner) + (inner * d + d) + 2 * d
+    return {
+        f"the token embedding (vocab_size={vocab} x hidden_size={d})": vocab * d,
+        f"the position and token type embeddings (max_position_embeddings={positions}, type_vocab_size={types}, "
+        f"hidden_size={d})": (positions + types) * d + 2 * d,
+        f"num_hidden_layers={layers} blocks of hidden_size={d}, intermediate_size={inner}, and the pooler":
+            layers * block + d * d + d,
+    }

@@ -1,6 +1,6 @@
 """GPT-2's `config.json` ↔ `GPT2Backbone` constructor arguments."""
 
-from tfllm.models.hf_config import ACTIVATIONS_TO_HF, activation_from_hf, refuse_unsupported
+from tfllm.models.hf_config import ACTIVATIONS_TO_HF, activation_from_hf, config_sizes, refuse_unsupported
 
 # Options that change the computation in ways tfllm does not implement: option -> the only value accepted.
 UNSUPPORTED = {
@@ -56,3 +56,16 @@ def config_to_hf(backbone, task):
     )
     hf.update({key: value for key, value in task.items() if value is not None})
     return hf
+
+
+def parameter_terms(backbone):
+    """`GPT2Backbone`'s parameter count (as transformers' `GPT2Model`), by part, each named by its config fields."""
+    sizes = config_sizes(backbone, {"vocabulary_size": "vocab_size", "hidden_dim": "n_embd", "num_layers": "n_layer",
+                                    "intermediate_dim": "n_inner", "max_sequence_length": "n_positions"})
+    vocab, d, layers, inner, positions = sizes.values()
+    block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d)
+    return {
+        f"the token embedding (vocab_size={vocab} x n_embd={d})": vocab * d,
+        f"the position embedding (n_positions={positions} x n_embd={d})": positions * d,
+        f"n_layer={layers} blocks of n_embd={d}, n_inner={inner}": layers * block + 2 * d,
+    }

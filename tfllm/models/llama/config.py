@@ -1,5 +1,6 @@
 """Llama, Mistral and Qwen2 `config.json` ↔ `LlamaBackbone` constructor arguments."""
 
+from tfllm.models.hf_config import config_sizes
 from tfllm.models.llama.backbone import VARIANTS
 
 _ACTIVATIONS = ("silu", "swish")  # two names for the same function in transformers
@@ -121,3 +122,21 @@ def config_to_hf(backbone, task):
         hf.update(sliding_window=None, use_sliding_window=False)
     hf.update({key: value for key, value in task.items() if value is not None})
     return hf
+
+
+def parameter_terms(backbone):
+    """`LlamaBackbone`'s parameter count (as transformers' `LlamaModel`), by part, each named by its config fields."""
+    sizes = config_sizes(backbone, {
+        "vocabulary_size": "vocab_size", "hidden_dim": "hidden_size", "num_layers": "num_hidden_layers",
+        "intermediate_dim": "intermediate_size", "num_heads": "num_attention_heads",
+        "num_key_value_heads": "num_key_value_heads", "head_dim": "head_dim",
+    })
+    vocab, d, layers, inner, heads, kv_heads, head_dim = sizes.values()
+    attention = d * heads * head_dim * 2 + d * kv_heads * head_dim * 2
+    biases = (heads + 2 * kv_heads) * head_dim * backbone["attention_bias"] + (2 * d + 2 * inner) * backbone["use_bias"]
+    block = attention + 3 * d * inner + 2 * d + biases
+    return {
+        f"the token embedding (vocab_size={vocab} x hidden_size={d})": vocab * d,
+        f"num_hidden_layers={layers} blocks of hidden_size={d}, intermediate_size={inner}, "
+        f"num_attention_heads={heads} x head_dim={head_dim}": layers * block + d,
+    }

@@ -1,5 +1,7 @@
 """T5's `config.json` ↔ `T5Backbone` and `T5Seq2SeqLM` constructor arguments."""
 
+from tfllm.models.hf_config import config_sizes
+
 # `feed_forward_proj` -> (activation, gated): T5 v1.0's ReLU and v1.1 / Flan-T5's GeGLU, whose GELU
 # transformers computes with the tanh approximation ("gelu_new").
 FEED_FORWARD = {"relu": ("relu", False), "gated-gelu": ("gelu_tanh", True)}
@@ -89,3 +91,22 @@ def config_to_hf(backbone, task):
     )
     hf.update({key: value for key, value in task.items() if value is not None})
     return hf
+
+
+def parameter_terms(backbone):
+    """`T5Backbone`'s parameter count (as transformers' `T5Model`), by part, each named by its config fields."""
+    sizes = config_sizes(backbone, {
+        "vocabulary_size": "vocab_size", "hidden_dim": "d_model", "num_layers": "num_layers",
+        "num_decoder_layers": "num_decoder_layers", "intermediate_dim": "d_ff", "num_heads": "num_heads",
+        "head_dim": "d_kv", "relative_attention_num_buckets": "relative_attention_num_buckets",
+    })
+    vocab, d, layers, decoder_layers, inner, heads, head_dim, buckets = sizes.values()
+    attention = 4 * d * heads * head_dim + d  # q, k, v, o and the norm before it
+    feed_forward = (3 if backbone["gated_ffn"] else 2) * d * inner + d
+    stacks = buckets * heads * 2 + d * 2  # one relative bias table and one final norm per stack
+    return {
+        f"the shared embedding (vocab_size={vocab} x d_model={d})": vocab * d,
+        f"num_layers={layers} + num_decoder_layers={decoder_layers} blocks of d_model={d}, d_ff={inner}, "
+        f"num_heads={heads} x d_kv={head_dim}":
+            layers * (attention + feed_forward) + decoder_layers * (2 * attention + feed_forward) + stacks,
+    }
