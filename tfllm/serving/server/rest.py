@@ -15,6 +15,7 @@ Routes:
 
 import contextlib
 import http.server
+import io
 import json
 import logging
 import re
@@ -27,7 +28,15 @@ import numpy as np
 
 from tfllm.export import signatures as sig
 from tfllm.serving.server import json_tensors
+from tfllm.serving.server.cancellation import Cancellation
 from tfllm.serving.server.errors import ServingError, invalid_argument
+from tfllm.serving.server.http_framing import (
+    REQUEST_TIMEOUT_BODY,
+    DeadlineReader,
+    RequestTimeout,
+    client_gone,
+    framing_problem,
+)
 from tfllm.serving.server.metrics import Metrics, prometheus_path
 
 logger = logging.getLogger(__name__)
@@ -43,6 +52,7 @@ _PARAMETERS = {
 }
 _GENERATE_KEYS = {sig.TEXT, "model", "version", "label", *_PARAMETERS}
 _IDLE_SECONDS = 30  # a keep-alive connection with no request for this long is closed
+_BACKLOG = 1024  # pending connections the OS queues (a burst of clients is not reset)
 
 
 class RestServer:
@@ -123,6 +133,10 @@ class RestServer:
         seconds = timeout_ms / 1000 if timeout_ms > 0 else getattr(self.options, "request_timeout_seconds", None)
         return time.monotonic() + seconds if seconds else None
 
+    def read_seconds(self):
+        """How long a request's headers and body may take to arrive (`rest_api_read_timeout_in_ms`)."""
+        return (getattr(self.options, "rest_api_read_timeout_in_ms", 0) or 10000) / 1000
+
     def model_names(self):
         """The models the core serves, for `/generate`'s default and the playground."""
         names = getattr(self.core, "model_names", None)
@@ -134,6 +148,7 @@ class RestServer:
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = _BACKLOG
     allow_reuse_address = True  # a restarted server can bind its port while old sockets are in TIME_WAIT
 
     def __init__(self, address, rest):
@@ -172,6 +187,51 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # === Plumbing ===
 
+    def setup(self):
+        super().setup()
+        self._reader = DeadlineReader(self.connection, self.timeout)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self):
+        """Waits for a request while idle, then gives it `read_seconds` to arrive whole (408 after)."""
+        self._reader.deadline = None
+        try:
+            if not self.rfile.peek(1):
+                self.close_connection = True
+                return
+        except OSError:  # idle too long, or the client went away
+            self.close_connection = True
+            return
+        self._reader.deadline = time.monotonic() + self.server.rest.read_seconds()
+        try:
+            super().handle_one_request()
+        except RequestTimeout:  # the headers did not arrive in time
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                                 % (len(REQUEST_TIMEOUT_BODY), REQUEST_TIMEOUT_BODY))
+
+    @contextlib.contextmanager
+    def _watching_client(self, interval=0.2):
+        """A `Cancellation` cancelled when the client closes the connection while the block runs."""
+        cancellation, done = Cancellation(), threading.Event()
+
+        def watch():
+            while not done.wait(interval):
+                if client_gone(self.connection):
+                    logger.info("REST client %s went away; stopping its request", self.address_string())
+                    cancellation.cancel()
+                    return
+
+        watcher = threading.Thread(target=watch, name="rest-client-watch", daemon=True)
+        watcher.start()
+        try:
+            yield cancellation
+        finally:
+            done.set()
+            watcher.join()
+
     def log_message(self, format, *args):  # noqa: A002  (the base class's signature)
         logger.debug("%s %s", self.address_string(), format % args)
 
@@ -192,6 +252,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         rest = self.server.rest
         self._body_read, self._started = False, False
         self.close_connection = self.close_connection or rest.stopping  # no more requests on this connection
+        problem = framing_problem(self.headers)
+        if problem is not None:
+            self._send_error(invalid_argument(problem), close=True)
+            return
         rest._enter()
         try:
             self._route(urllib.parse.urlsplit(self.path).path)
@@ -265,7 +329,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         )
 
     def _body(self):
-        """The request body, refusing one over `max_request_bytes` without reading it all (413)."""
+        """The request body, refusing one over `max_request_bytes` without reading it all (413) and
+        one that does not arrive within the read timeout (408)."""
+        try:
+            return self._read_body()
+        except RequestTimeout as error:
+            self.close_connection = True
+            raise ServingError("DEADLINE_EXCEEDED", "Request timeout: the request body did not arrive in time",
+                               http_status=408) from error
+        finally:
+            self._reader.deadline = None
+
+    def _read_body(self):
         self._body_read = True
         limit = self.server.rest.max_request_bytes or float("inf")
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -299,17 +374,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """Reads and drops a bounded part of a refused body, so the client gets to read the 413."""
         self.close_connection = True
         budget = min(declared, 4 * (self.server.rest.max_request_bytes or 0), 16 << 20)
-        self.connection.settimeout(1.0)
+        self._reader.deadline = time.monotonic() + 1.0
         try:
             while budget > 0:
                 data = self.rfile.read1(min(budget, 1 << 16))
                 if not data:
                     break
                 budget -= len(data)
-        except OSError:
+        except (OSError, RequestTimeout):
             pass  # the client stopped sending or went away; the answer is what matters
-        finally:
-            self.connection.settimeout(self.timeout)
 
     def _start(self, status, headers):
         self._started = True
@@ -376,8 +449,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
         dtypes = {key: types_pb2.DataType.Name(info.dtype) for key, info in definition.inputs.items()}
         inputs, request_format = json_tensors.predict_inputs(doc, dtypes, servable.defaults.get(name, {}))
-        outcome["version"], outputs = rest.core.predict(model, inputs, signature_name=signature or None, version=version,
-                                                        version_label=label, deadline=rest.deadline())
+        with self._watching_client() as cancellation:
+            outcome["version"], outputs = rest.core.predict(
+                model, inputs, signature_name=signature or None, version=version, version_label=label,
+                deadline=rest.deadline(), cancellation=cancellation)
         self._send(200, json_tensors.predict_response(outputs, request_format).encode("utf-8"))
 
     # === /generate and /generate_stream ===
@@ -420,9 +495,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             text, params, label = self._generate_request(outcome)
             inputs = {sig.TEXT: np.array([text.encode("utf-8")], dtype=object)}
             inputs.update({key: np.array(value, _PARAMETERS[key][0]) for key, value in params.items()})
-            outcome["version"], outputs = rest.core.predict(
-                outcome["model"], inputs, signature_name=sig.SERVING_DEFAULT, version=outcome["version"],
-                version_label=label, deadline=rest.deadline())
+            with self._watching_client() as cancellation:
+                outcome["version"], outputs = rest.core.predict(
+                    outcome["model"], inputs, signature_name=sig.SERVING_DEFAULT, version=outcome["version"],
+                    version_label=label, deadline=rest.deadline(), cancellation=cancellation)
             generated = outputs[sig.GENERATED_TEXT].reshape(-1)[0]
             generated = generated.decode("utf-8", "replace") if isinstance(generated, bytes) else str(generated)
             self._send(200, json.dumps({sig.GENERATED_TEXT: generated}, ensure_ascii=False).encode("utf-8"))
