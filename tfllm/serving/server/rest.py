@@ -15,7 +15,6 @@ Routes:
 
 import contextlib
 import http.server
-import io
 import json
 import logging
 import re
@@ -28,29 +27,16 @@ import numpy as np
 
 from tfllm.export import signatures as sig
 from tfllm.serving.server import json_tensors
-from tfllm.serving.server.cancellation import Cancellation
 from tfllm.serving.server.errors import ServingError, invalid_argument
-from tfllm.serving.server.http_framing import (
-    REQUEST_TIMEOUT_BODY,
-    DeadlineReader,
-    RequestTimeout,
-    client_gone,
-    framing_problem,
-)
+from tfllm.serving.server.http_framing import RequestReader, framing_problem
 from tfllm.serving.server.metrics import Metrics, prometheus_path
+from tfllm.serving.server.validation import GENERATE_PARAMETERS, generate_request
 
 logger = logging.getLogger(__name__)
 
 _V1 = re.compile(r"(?i)/v1/.*")
 _PREDICT = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 _MODEL = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
-# `/generate` parameters: name -> (numpy dtype, JSON types accepted, what the error message expects)
-_PARAMETERS = {
-    sig.MAX_NEW_TOKENS: (np.int32, (int,), "an int32"), sig.TOP_K: (np.int32, (int,), "an int32"),
-    sig.SEED: (np.int32, (int,), "an int32"), sig.TEMPERATURE: (np.float32, (int, float), "a number"),
-    sig.TOP_P: (np.float32, (int, float), "a number"), sig.DO_SAMPLE: (np.bool_, (bool,), "true or false"),
-}
-_GENERATE_KEYS = {sig.TEXT, "model", "version", "label", *_PARAMETERS}
 _IDLE_SECONDS = 30  # a keep-alive connection with no request for this long is closed
 _BACKLOG = 1024  # pending connections the OS queues (a burst of clients is not reset)
 
@@ -180,68 +166,15 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
                 pass  # already closed by the client
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(RequestReader, http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tfllm-serve"
     timeout = _IDLE_SECONDS
 
     # === Plumbing ===
 
-    def setup(self):
-        super().setup()
-        self._reader = DeadlineReader(self.connection, self.timeout)
-        self.rfile = io.BufferedReader(self._reader)
-
-    def handle_one_request(self):
-        """Waits for a request while idle, then gives it `read_seconds` to arrive whole (408 after)."""
-        self._reader.deadline = None
-        try:
-            if not self.rfile.peek(1):
-                self.close_connection = True
-                return
-        except OSError:  # idle too long, or the client went away
-            self.close_connection = True
-            return
-        self._reader.deadline = time.monotonic() + self.server.rest.read_seconds()
-        try:
-            super().handle_one_request()
-        except RequestTimeout:  # the headers did not arrive in time
-            self.close_connection = True
-            with contextlib.suppress(OSError):
-                self.wfile.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                                 b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-                                 % (len(REQUEST_TIMEOUT_BODY), REQUEST_TIMEOUT_BODY))
-
-    @contextlib.contextmanager
-    def _watching_client(self, interval=0.2):
-        """A `Cancellation` cancelled when the client closes the connection while the block runs."""
-        cancellation, done = Cancellation(), threading.Event()
-
-        def watch():
-            while not done.wait(interval):
-                if client_gone(self.connection):
-                    logger.info("REST client %s went away; stopping its request", self.address_string())
-                    cancellation.cancel()
-                    return
-
-        watcher = threading.Thread(target=watch, name="rest-client-watch", daemon=True)
-        watcher.start()
-        try:
-            yield cancellation
-        finally:
-            done.set()
-            watcher.join()
-
     def log_message(self, format, *args):  # noqa: A002  (the base class's signature)
         logger.debug("%s %s", self.address_string(), format % args)
-
-    def handle_expect_100(self):
-        # Refuse an oversized body before the client sends it.
-        self._body_read, self._started = False, False
-        if self._declared_length() > (self.server.rest.max_request_bytes or float("inf")):
-            self._send_error(self._too_large(self._declared_length()), close=True)
-            return False
-        return super().handle_expect_100()
 
     def do_GET(self):
         self._dispatch()
@@ -312,80 +245,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.rest.metrics.record_request(outcome["model"], outcome["version"], outcome["api"],
                                                     outcome["code"], time.monotonic() - start)
 
-    def _declared_length(self):
-        try:
-            return max(0, int(self.headers.get("Content-Length", 0)))
-        except ValueError:
-            return 0
-
-    def _has_body(self):
-        return self._declared_length() > 0 or "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-
-    def _too_large(self, size):
-        return ServingError(
-            "RESOURCE_EXHAUSTED",
-            f"Request body of {size} bytes exceeds the maximum request size of {self.server.rest.max_request_bytes} bytes",
-            http_status=413,
-        )
-
-    def _body(self):
-        """The request body, refusing one over `max_request_bytes` without reading it all (413) and
-        one that does not arrive within the read timeout (408)."""
-        try:
-            return self._read_body()
-        except RequestTimeout as error:
-            self.close_connection = True
-            raise ServingError("DEADLINE_EXCEEDED", "Request timeout: the request body did not arrive in time",
-                               http_status=408) from error
-        finally:
-            self._reader.deadline = None
-
-    def _read_body(self):
-        self._body_read = True
-        limit = self.server.rest.max_request_bytes or float("inf")
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._chunked_body(limit)
-        length = self._declared_length()
-        if length > limit:
-            self._discard(length)
-            raise self._too_large(length)
-        return self.rfile.read(length) if length else b""
-
-    def _chunked_body(self, limit):
-        chunks, size = [], 0
-        while True:
-            try:
-                chunk = int(self.rfile.readline(1024).split(b";")[0].strip(), 16)
-            except ValueError as error:
-                self.close_connection = True
-                raise invalid_argument("Malformed chunked request body") from error
-            if chunk == 0:
-                while self.rfile.readline(1024).strip():
-                    pass  # trailers
-                return b"".join(chunks)
-            size += chunk
-            if size > limit:
-                self._discard(limit)
-                raise self._too_large(size)
-            chunks.append(self.rfile.read(chunk))
-            self.rfile.readline(1024)
-
-    def _discard(self, declared):
-        """Reads and drops a bounded part of a refused body, so the client gets to read the 413."""
-        self.close_connection = True
-        budget = min(declared, 4 * (self.server.rest.max_request_bytes or 0), 16 << 20)
-        self._reader.deadline = time.monotonic() + 1.0
-        try:
-            while budget > 0:
-                data = self.rfile.read1(min(budget, 1 << 16))
-                if not data:
-                    break
-                budget -= len(data)
-        except (OSError, RequestTimeout):
-            pass  # the client stopped sending or went away; the answer is what matters
-
     def _start(self, status, headers):
         self._started = True
+        self._reader.deadline = None
+        self.connection.settimeout(self.timeout)  # writes get the idle timeout, not what the read deadline left
         if not self._body_read and self._has_body():
             self.close_connection = True  # an unread body would be taken for the next request
         self.send_response(status)
@@ -459,34 +322,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _generate_request(self, outcome):
         """`(text, params, label)` of a /generate body, checked; sets the outcome's model and version."""
-        doc = json_tensors.parse_json(self._body())
-        unknown = sorted(set(doc) - _GENERATE_KEYS)
-        if unknown:
-            raise invalid_argument(
-                f"Invalid keys in the request: {', '.join(unknown)}. Expected some of: {', '.join(sorted(_GENERATE_KEYS))}"
-            )
         names = self.server.rest.model_names()
-        model, version, label = doc.get("model") or (names[0] if names else None), doc.get("version"), doc.get("label")
-        text = doc.get(sig.TEXT)
-        for key, value, ok, expected in (
-            ("model", model, isinstance(model, str), "a model name"),
-            ("version", version, version is None or (isinstance(version, (int, str)) and not isinstance(version, bool)
-                                                     and str(version).isdigit()), "a version number"),
-            ("label", label, label is None or isinstance(label, str), "a version label"),
-            (sig.TEXT, text, isinstance(text, str), "a string"),
-        ):
-            if not ok:
-                raise _invalid_value(key, expected, value)
-        outcome.update(model=model, version=None if version is None else int(version))
-        params = {}
-        for key, (_, kinds, expected) in _PARAMETERS.items():
-            value = doc.get(key)
-            if value is None:
-                continue
-            if (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))
-                    or (kinds == (int,) and not -2**31 <= value < 2**31)):
-                raise _invalid_value(key, expected, value)
-            params[key] = value
+        model, version, label, text, params = generate_request(json_tensors.parse_json(self._body()),
+                                                               names[0] if names else None)
+        outcome.update(model=model, version=version)
         return text, params, label
 
     def _generate(self):
@@ -494,7 +333,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self._answering("generate") as outcome:
             text, params, label = self._generate_request(outcome)
             inputs = {sig.TEXT: np.array([text.encode("utf-8")], dtype=object)}
-            inputs.update({key: np.array(value, _PARAMETERS[key][0]) for key, value in params.items()})
+            inputs.update({key: np.array(value, GENERATE_PARAMETERS[key][0]) for key, value in params.items()})
             with self._watching_client() as cancellation:
                 outcome["version"], outputs = rest.core.predict(
                     outcome["model"], inputs, signature_name=sig.SERVING_DEFAULT, version=outcome["version"],
@@ -559,10 +398,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         models = json.dumps(self.server.rest.model_names()).replace("<", "\\u003c")
         page = page.replace("__TFLLM_MODELS__", models.replace("&", "&amp;").replace('"', "&quot;"))
         self._send(200, page.encode("utf-8"), "text/html; charset=utf-8", [("Cache-Control", "no-cache")])
-
-
-def _invalid_value(key, expected, value):
-    return invalid_argument(f"Invalid value for argument `{key}`. Expected {expected}. Received: {key}={value!r}")
 
 
 def _version(text):

@@ -20,6 +20,16 @@ _KEEPING_NORMALIZERS = {"Prepend", "Replace", "NFD", "Lowercase"}
 _KEEPING_PRE_TOKENIZERS = {"ByteLevel", "Metaspace", "Split", "Digits", "Punctuation"}
 
 
+# `/generate` parameters: name -> (numpy dtype, JSON types accepted, what the error message expects)
+GENERATE_PARAMETERS = {
+    sig.MAX_NEW_TOKENS: (np.int32, (int,), "an int32"), sig.TOP_K: (np.int32, (int,), "an int32"),
+    sig.SEED: (np.int32, (int,), "an int32"), sig.TEMPERATURE: (np.float32, (int, float), "a number"),
+    sig.TOP_P: (np.float32, (int, float), "a number"), sig.DO_SAMPLE: (np.bool_, (bool,), "true or false"),
+}
+_GENERATE_KEYS = {sig.TEXT, "model", "version", "label", *GENERATE_PARAMETERS}
+GENERATE_KEYS = {sig.TEXT, "model", "version", "label", *GENERATE_PARAMETERS}
+
+
 def _invalid(key, expected, value):
     return invalid_argument(f"Invalid value for argument `{key}`. Expected {expected}. Received: {key}={value!r}")
 
@@ -65,6 +75,39 @@ def check_texts(texts):
     for text in texts:
         if len(text) == 0:
             raise _invalid(sig.TEXT, "a non-empty string", text.decode() if isinstance(text, bytes) else text)
+
+
+def generate_request(doc, default_model):
+    """`(model, version, label, text, params)` of a parsed `/generate` body, types checked.
+
+    Raises:
+        ServingError: INVALID_ARGUMENT for an unknown key or a value of the wrong type.
+    """
+    unknown = sorted(set(doc) - GENERATE_KEYS)
+    if unknown:
+        raise invalid_argument(
+            f"Invalid keys in the request: {', '.join(unknown)}. Expected some of: {', '.join(sorted(GENERATE_KEYS))}"
+        )
+    model, version, label, text = doc.get("model") or default_model, doc.get("version"), doc.get("label"), doc.get(sig.TEXT)
+    for key, value, ok, expected in (
+        ("model", model, isinstance(model, str), "a model name"),
+        ("version", version, version is None or (isinstance(version, (int, str)) and not isinstance(version, bool)
+                                                 and str(version).isdigit()), "a version number"),
+        ("label", label, label is None or isinstance(label, str), "a version label"),
+        (sig.TEXT, text, isinstance(text, str), "a string"),
+    ):
+        if not ok:
+            raise _invalid(key, expected, value)
+    params = {}
+    for key, (_, kinds, expected) in GENERATE_PARAMETERS.items():
+        value = doc.get(key)
+        if value is None:
+            continue
+        if (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))
+                or (kinds == (int,) and not -2**31 <= value < 2**31)):
+            raise _invalid(key, expected, value)
+        params[key] = value
+    return model, None if version is None else int(version), label, text, params
 
 
 # === Prompt length ===
