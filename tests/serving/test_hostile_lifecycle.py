@@ -22,7 +22,8 @@ def export_spin_model(base, version=1):
     """A version whose `serving_default` spins `steps` times before echoing `text` (a long generation)."""
     module = tf.Module()
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"), tf.TensorSpec([], tf.int32, name="steps")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                  tf.TensorSpec([], tf.int32, name="steps")])
     def spin(text, steps):
         _, total = tf.while_loop(lambda i, x: i < steps, lambda i, x: (i + 1, x + tf.sin(x + 1.0)), [0, 0.0])
         return {"completion": tf.strings.join([text, tf.fill(tf.shape(text), tf.strings.as_string(total))])}

@@ -181,7 +181,8 @@ def test_a_prompt_within_the_byte_bound_is_refused_by_its_exact_token_count(app,
 
 def test_a_1_mb_prompt_does_not_stall_other_clients(app):
     results = {}
-    big = threading.Thread(target=lambda: results.update(big=post(app.rest_port, "/generate", {"text": "ab " * 350000})))
+    one_mb = {"text": "ab " * 350000}
+    big = threading.Thread(target=lambda: results.update(big=post(app.rest_port, "/generate", one_mb)))
     big.start()
     start = time.monotonic()
     status, _ = post(app.rest_port, "/generate", {"text": "The river", "max_new_tokens": 2})

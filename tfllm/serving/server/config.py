@@ -139,7 +139,7 @@ def looks_complete(path):
     A folder still being copied usually fails this; one that passes may still fail to load (a file
     not fully written), which the manager retries when the folder changes.
     """
-    if not (os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(os.path.join(path, "saved_model.pbtxt"))):
+    if not any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
         return False
     variables = os.path.join(path, "variables")
     if not os.path.isdir(variables):

@@ -80,7 +80,8 @@ class ServerOptions:
                 "Invalid value for argument `rest_api_port`. Expected a port different from --port "
                 f"(as TF Serving requires). Received: rest_api_port={self.rest_api_port}"
             )
-        positive = ("rest_api_read_timeout_in_ms", "max_request_bytes", "max_new_tokens_cap", "request_timeout_seconds", "num_request_iterations_for_warmup")
+        positive = ("rest_api_read_timeout_in_ms", "max_request_bytes", "max_new_tokens_cap", "request_timeout_seconds",
+                    "num_request_iterations_for_warmup")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"Invalid value for argument `{name}`. Expected a positive number. Received: {name}={getattr(self, name)}")

@@ -88,7 +88,8 @@ def generate_request(doc, default_model):
         raise invalid_argument(
             f"Invalid keys in the request: {', '.join(unknown)}. Expected some of: {', '.join(sorted(GENERATE_KEYS))}"
         )
-    model, version, label, text = doc.get("model") or default_model, doc.get("version"), doc.get("label"), doc.get(sig.TEXT)
+    model, version, label = doc.get("model") or default_model, doc.get("version"), doc.get("label")
+    text = doc.get(sig.TEXT)
     for key, value, ok, expected in (
         ("model", model, isinstance(model, str), "a model name"),
         ("version", version, version is None or (isinstance(version, (int, str)) and not isinstance(version, bool)
@@ -123,7 +124,8 @@ def max_bytes_per_token(backend):
     """
     spec = json.loads(backend.to_str())
     model = spec.get("model") or {}
-    if model.get("type") != "BPE" or (model.get("fuse_unk") and model.get("unk_token") and not model.get("byte_fallback")):
+    fuses_unknowns = model.get("fuse_unk") and model.get("unk_token") and not model.get("byte_fallback")
+    if model.get("type") != "BPE" or fuses_unknowns:
         return None
     if not _keeps_input(spec.get("normalizer"), _KEEPING_NORMALIZERS, "normalizers"):
         return None
