@@ -379,6 +379,7 @@ class _Handler(RequestReader, http.server.BaseHTTPRequestHandler):
                 error = ServingError("INTERNAL", f"{type(error).__name__}: {error}")
             outcome["code"] = error.code
             self._event({"error": error.message, "code": error.code}, chunked, event="error")
+        self._record_pending()  # before the end of the stream, so a client reading the metrics next sees it
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
