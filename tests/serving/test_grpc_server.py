@@ -271,7 +271,7 @@ def test_stop_finishes_an_in_flight_request_then_refuses_connections(serving, st
     servable, call, started = app.core.servable("echo"), None, threading.Event()
     call = servable.call
 
-    def slow_call(signature, feed):
+    def slow_call(signature, feed, cancellation=None):
         started.set()
         time.sleep(1.5)
         return call(signature, feed)

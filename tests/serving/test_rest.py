@@ -411,7 +411,7 @@ class ScriptedCore:
             self.closed.set()
 
     def predict(self, model_name, inputs, signature_name=None, version=None, version_label=None,
-                output_filter=None, deadline=None):
+                output_filter=None, deadline=None, cancellation=None):
         self.entered.set()
         assert self.release.wait(10), "the test never released the request"
         return 3, {sig.GENERATED_TEXT: np.array([inputs[sig.TEXT][0] + b"!"], object)}

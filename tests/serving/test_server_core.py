@@ -232,7 +232,7 @@ def test_stream_generate_errors_and_early_close(core, tmp_path):
     raises("INVALID_ARGUMENT", r"Invalid value for argument `top_p`.*top_p=1.5", core.stream_generate, "tiny", "The", {"top_p": 1.5})
     raises("INVALID_ARGUMENT", "Expected an integer", core.stream_generate, "tiny", "The", {"max_new_tokens": "5"})
     raises("NOT_FOUND", r"Latest\(other\)", core.stream_generate, "other", "The", {})
-    with pytest.raises(ServingError, match="every prompt needs at least one token"):
+    with pytest.raises(ServingError, match="Invalid value for argument `text`. Expected a non-empty string"):
         list(core.stream_generate("tiny", "", {}))
     stream = core.stream_generate("tiny", "The river", {sig.MAX_NEW_TOKENS: 12})
     next(stream)
@@ -257,7 +257,7 @@ def test_stop_finishes_requests_in_flight_then_refuses_new_ones(serving, tmp_pat
     servable = core.servable("echo")
     started, call = threading.Event(), servable.call
 
-    def slow_call(signature, feed):
+    def slow_call(signature, feed, cancellation=None):
         started.set()
         time.sleep(1.0)
         return call(signature, feed)

@@ -1,5 +1,6 @@
 """`saved_model`: a SavedModel that stock TensorFlow Serving serves as it is (text in, text out)."""
 
+import json
 import logging
 import os
 import time
@@ -113,6 +114,9 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
         folder = str(staged.folder)
         tf.saved_model.save(module, folder, signatures=module.functions)
         tokenizer.save_pretrained(os.path.join(folder, sig.TOKENIZER_ASSETS))
+        if getattr(module, "max_positions", None):
+            with open(os.path.join(folder, sig.LIMITS_FILE), "w", encoding="utf-8") as file:
+                json.dump({"max_positions": int(module.max_positions)}, file)
         # Text only: TF Serving's batching session refuses scalar inputs, and warmup goes through it.
         write_warmup(folder, os.path.basename(os.path.abspath(export_base)), list(verify_prompts),
                      signature_name=module.signature_defs[0].name)

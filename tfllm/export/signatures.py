@@ -58,6 +58,8 @@ POOLED_OUTPUT = "pooled_output"  # BERT's tanh pooler on the first token
 # === Files ===
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 TOKENIZER_ASSETS = "assets.extra/tokenizer"
+# {"max_positions": N}: lets a server refuse an over-long prompt before the graph tokenizes it
+LIMITS_FILE = "assets.extra/tfllm_limits.json"
 ONNX_FILE = "{signature}.onnx"  # one file per signature inside the folder `tfllm.export.onnx` writes
 
 

@@ -117,7 +117,8 @@ def aspired_versions(policy, available):
 def version_folders(base_path):
     """`{version: path}` of the numeric subfolders of `base_path` that hold a SavedModel.
 
-    Hidden folders (an export being written) and folders without `saved_model.pb` are skipped.
+    Hidden folders (an export being written) and folders that are visibly incomplete (see
+    `looks_complete`) are skipped.
     """
     found = {}
     try:
@@ -125,12 +126,31 @@ def version_folders(base_path):
     except OSError:
         return found
     for entry in entries:
-        if not entry.isdigit():
-            continue
         path = os.path.join(base_path, entry)
-        if os.path.isfile(os.path.join(path, "saved_model.pb")) or os.path.isfile(os.path.join(path, "saved_model.pbtxt")):
+        if entry.isdigit() and looks_complete(path):
             found[int(entry)] = path
     return found
+
+
+def looks_complete(path):
+    """Whether a version folder has every file a SavedModel needs: `saved_model.pb` (or `.pbtxt`)
+    and, when it has variables, their index and all the data shards the shard names announce.
+
+    A folder still being copied usually fails this; one that passes may still fail to load (a file
+    not fully written), which the manager retries when the folder changes.
+    """
+    if not any(os.path.isfile(os.path.join(path, name)) for name in ("saved_model.pb", "saved_model.pbtxt")):
+        return False
+    variables = os.path.join(path, "variables")
+    if not os.path.isdir(variables):
+        return True
+    names = set(os.listdir(variables))
+    shards = [name for name in names if name.startswith("variables.data-")]
+    if not shards:
+        return "variables.index" not in names  # no variables at all, or an index without its data
+    count = shards[0].rsplit("-of-", 1)[-1]
+    expected = {f"variables.data-{i:05d}-of-{count}" for i in range(int(count))} if count.isdigit() else set()
+    return "variables.index" in names and expected <= names
 
 
 # === Batching parameters ===

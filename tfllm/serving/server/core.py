@@ -11,6 +11,7 @@ from tfllm.serving.server.batching import Batcher, plan
 from tfllm.serving.server.errors import ServingError, invalid_argument
 from tfllm.serving.server.manager import ModelManager
 from tfllm.serving.server.servable import TokenStream, stream_parameters
+from tfllm.serving.server.validation import check_generation, check_texts, generation_values
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ class ServingCore:
     # === Requests ===
 
     def predict(self, model_name, inputs, signature_name=None, version=None, version_label=None, output_filter=None,
-                deadline=None, strict_dtypes=False):
+                deadline=None, strict_dtypes=False, cancellation=None):
         """Runs a signature, as TF Serving's Predict does.
 
         Args:
@@ -145,6 +146,8 @@ class ServingCore:
                 DEADLINE_EXCEEDED (`request_timeout_seconds` from now when None).
             strict_dtypes: refuse inputs whose dtype is not the signature's (gRPC, as TF Serving);
                 otherwise convertible values are converted (REST's JSON numbers).
+            cancellation: a `Cancellation` the front end cancels when the client goes away (the
+                run stops with CANCELLED); batched requests run to the end of their batch.
 
         Returns:
             `(version, {output: numpy array})`, strings as bytes.
@@ -153,7 +156,8 @@ class ServingCore:
             ServingError: NOT_FOUND "Servable not found for request: Latest(NAME)" or
                 "Specific(NAME, N)"; INVALID_ARGUMENT for an unknown label, inputs the signature
                 does not take (extra, missing, dtype, shape), `max_new_tokens` above the server's
-                cap or an unknown output alias; FAILED_PRECONDITION for an unknown signature;
+                cap, generation parameters out of range, an empty or over-long prompt, or an
+                unknown output alias; FAILED_PRECONDITION for an unknown signature;
                 UNAVAILABLE when the batch queue is full or the server is stopping;
                 DEADLINE_EXCEEDED; or the error the graph raised.
         """
@@ -163,6 +167,7 @@ class ServingCore:
             feed = servable.check_inputs(signature, inputs, strict_dtypes)
             servable.check_output_filter(signature, output_filter)
             feed = self._cap_max_new_tokens(feed, inputs)
+            _check_request(servable, feed)
             _check_deadline(deadline)
             outputs = None
             if self.batcher is not None:
@@ -172,7 +177,7 @@ class ServingCore:
                     outputs = self.batcher.run(servable, signature, arrays, *planned, output_filter=output_filter,
                                                deadline=deadline)
             if outputs is None:
-                tensors = servable.call(signature, feed)
+                tensors = servable.call(signature, feed, cancellation)
                 outputs = {key: tensors[key].numpy() for key in (output_filter or tensors)}
             _check_deadline(deadline)
             return servable.version, outputs
@@ -261,6 +266,8 @@ class ServingCore:
             raise
         try:
             parameters = stream_parameters(servable, params or {}, self.options.max_new_tokens_cap)
+            check_texts([text])
+            servable.prompt_limit.check([text], parameters[sig.MAX_NEW_TOKENS])
             return TokenStream(servable, text, parameters, on_close=lambda: (servable.release(), self._leave()))
         except BaseException:
             servable.release()
@@ -324,6 +331,17 @@ def _version(version):
         return int(version)
     except (TypeError, ValueError) as error:
         raise invalid_argument(f"Invalid value for argument `version`. Expected an integer. Received: version={version!r}") from error
+
+
+def _check_request(servable, feed):
+    """Refuses what a generation signature cannot run: parameters out of range, an empty prompt, or
+    one too long for the model (by its byte count first, so it is never tokenized)."""
+    values = generation_values(feed)
+    check_generation(values)
+    if sig.TEXT in feed and sig.MAX_NEW_TOKENS in values:
+        texts = feed[sig.TEXT].numpy().reshape(-1)
+        check_texts(texts)
+        servable.prompt_limit.check(texts, values[sig.MAX_NEW_TOKENS])
 
 
 def _check_deadline(deadline):

@@ -14,7 +14,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfllm.serving.server.cancellation import Cancellation
 from tfllm.serving.server.errors import ServingError, invalid_argument
+from tfllm.serving.server.validation import check_tensor_proto
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +74,17 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer, _
             version, label = _version_choice(spec)
             inputs = {}
             for name, proto in request.inputs.items():
+                check_tensor_proto(name, proto, self.core.options.max_request_bytes)
                 try:
                     inputs[name] = tf.make_ndarray(proto)
                 except (TypeError, ValueError) as error:
                     raise invalid_argument(f"Input {name} is not a valid TensorProto: {error}") from error
+            cancellation = Cancellation()
+            context.add_callback(cancellation.cancel)  # the call ended: the client cancelled or went away
             resolved, outputs = self.core.predict(
                 spec.name, inputs, signature_name=spec.signature_name or None, version=version, version_label=label,
                 output_filter=list(request.output_filter) or None, deadline=self.deadline(context), strict_dtypes=True,
+                cancellation=cancellation,
             )
             outcome["version"] = resolved
             response = predict_pb2.PredictResponse()

@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import math
+import re
 
 import numpy as np
 
@@ -23,6 +24,8 @@ from tfllm.serving.server.errors import ServingError, invalid_argument
 ROW = "row"
 COLUMNAR = "columnar"
 _BYTES_SUFFIX = "_bytes"  # TF Serving writes outputs named `*_bytes` as {"b64": ...}
+MAX_RANK = 254  # TensorFlow's TensorShape::MaxDimensions
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # how a lone surrogate can get into a UTF-8 body
 
 # DataType name -> (DataTypeString, numpy dtype). DT_HALF and friends cannot be sent as JSON.
 _DTYPES = {
@@ -65,6 +68,11 @@ def parse_json(body):
         raise invalid_argument(f"JSON Parse error: {text} at offset: {error.pos}") from error
     except RecursionError as error:
         raise invalid_argument("JSON Parse error: Terminate parsing due to Handler error. at offset: 0") from error
+    if isinstance(body, bytes) and _SURROGATE_ESCAPE.search(body):
+        try:
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise invalid_argument("JSON Parse error: The surrogate pair in string is invalid.") from error
     if not isinstance(doc, dict):
         raise invalid_argument(f"JSON Value: {value_text(doc)} Is not object")
     return doc
@@ -190,6 +198,8 @@ def _tensor(value, name, input_dtypes):
     probe = value
     while isinstance(probe, list):
         shape.append(len(probe))
+        if len(shape) > MAX_RANK:
+            raise invalid_argument(f"Input {name} is nested deeper than the largest tensor rank ({MAX_RANK})")
         if not probe:
             break
         probe = probe[0]

@@ -10,6 +10,7 @@ never sees a half-made swap.
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 
@@ -35,7 +36,7 @@ class _Model:
         self.config = model_config
         self.servables = {}  # version -> Servable; replaced whole on every change
         self.labels = {}
-        self.failures = {}  # version -> failed loads
+        self.failures = {}  # version -> (its folder's state when it failed, failed loads in that state)
 
 
 class ModelManager:
@@ -182,27 +183,49 @@ class ModelManager:
             logger.warning("No versions of servable %s found under base path %s", name, model.config.base_path)
         wanted = config_lib.aspired_versions(model.config.model_version_policy, on_disk)
         for version in sorted(wanted - set(model.servables), reverse=True):
-            if model.failures.get(version, 0) > self.options.max_num_load_retries or self._stop.is_set():
-                continue
-            servable = self._load(name, version, on_disk[version], model)
-            if servable is not None:
-                with self._publish:
-                    model.servables = {**model.servables, version: servable}
-        # Availability preserving: drop unwanted versions only once a wanted one serves.
+            self._try_load(model, version, on_disk[version])
+        # Availability preserving: drop unwanted versions only once a wanted one serves, and while
+        # none does (the newest is still being copied, or broken), serve the newest older one that loads.
         if wanted & set(model.servables):
             self._unpublish(model, set(model.servables) - wanted)
+        elif not model.servables:
+            for version in sorted(set(on_disk) - wanted, reverse=True):
+                if self._try_load(model, version, on_disk[version]):
+                    logger.warning("Serving version %d of %s until version %s loads", version, name,
+                                   ", ".join(str(v) for v in sorted(wanted)))
+                    break
 
-    def _load(self, name, version, path, model):
+    def _try_load(self, model, version, path):
+        """Loads and publishes a version unless it failed before in the same state on disk; returns
+        whether it serves. A failed version is tried again once its folder changes (a copy going on)."""
+        if self._stop.is_set():
+            return False
+        state = _folder_state(path)
+        failed_state, count = model.failures.get(version, (None, 0))
+        if failed_state == state and count > self.options.max_num_load_retries:
+            return False
+        servable = self._load(model.config.name, version, path, quiet=failed_state == state)
+        if servable is None:
+            model.failures[version] = (state, count + 1 if failed_state == state else 1)
+            return False
+        model.failures.pop(version, None)
+        with self._publish:
+            model.servables = {**model.servables, version: servable}
+        return True
+
+    def _load(self, name, version, path, quiet=False):
         self._set_state(name, version, "LOADING")
-        logger.info("Loading servable: {name: %s version: %d} from %s", name, version, path)
+        logger.log(logging.DEBUG if quiet else logging.INFO, "Loading servable: {name: %s version: %d} from %s", name,
+                   version, path)
         try:
             servable = Servable(name, version, path)
             if self.options.enable_model_warmup:
                 servable.warmup(self.options.num_request_iterations_for_warmup)
         except Exception as error:  # noqa: BLE001  (a broken version must not stop the others)
-            model.failures[version] = model.failures.get(version, 0) + 1
             status = error if isinstance(error, ServingError) else ServingError("UNKNOWN", f"{type(error).__name__}: {error}")
-            logger.error("Loading servable: {name: %s version: %d} failed: %s", name, version, status.message)
+            # Once per version and state of its folder, not once per poll.
+            logger.log(logging.DEBUG if quiet else logging.ERROR, "Loading servable: {name: %s version: %d} failed: %s",
+                       name, version, status.message)
             self._set_state(name, version, "END", status)
             return None
         self._set_state(name, version, "AVAILABLE")
@@ -249,3 +272,16 @@ class ModelManager:
     def _set_state(self, name, version, state, error=None):
         with self._states_lock:  # the poller and unloading threads both write
             self._states = {**self._states, (name, int(version)): VersionState(state, error)}
+
+
+def _folder_state(path):
+    """What changes while a version folder is being written: each file's path, size and mtime."""
+    state = []
+    for root, _, files in os.walk(path):
+        for file in files:
+            try:
+                info = os.stat(os.path.join(root, file))
+            except OSError:
+                continue  # removed meanwhile
+            state.append((os.path.relpath(os.path.join(root, file), path), info.st_size, info.st_mtime_ns))
+    return tuple(sorted(state))

@@ -22,6 +22,8 @@ class ServerOptions:
         rest_api_host: address the REST server binds.
         rest_api_num_threads: REST worker threads; 0 picks a number from the CPU count.
         rest_api_timeout_in_ms: REST request timeout.
+        rest_api_read_timeout_in_ms: how long a REST request's headers and body may take to arrive,
+            from its first byte (a slower client is answered 408 and disconnected).
         model_name: name of the single model (ignored with `model_config_file`).
         model_base_path: folder whose numeric subfolders are the model's versions.
         model_config_file: text-format `ModelServerConfig` serving several models.
@@ -46,6 +48,7 @@ class ServerOptions:
     rest_api_host: str = "0.0.0.0"
     rest_api_num_threads: int = 0
     rest_api_timeout_in_ms: int = 30000
+    rest_api_read_timeout_in_ms: int = 10000
     model_name: str = "default"
     model_base_path: str = ""
     model_config_file: str = ""
@@ -77,7 +80,8 @@ class ServerOptions:
                 "Invalid value for argument `rest_api_port`. Expected a port different from --port "
                 f"(as TF Serving requires). Received: rest_api_port={self.rest_api_port}"
             )
-        positive = ("max_request_bytes", "max_new_tokens_cap", "request_timeout_seconds", "num_request_iterations_for_warmup")
+        positive = ("rest_api_read_timeout_in_ms", "max_request_bytes", "max_new_tokens_cap", "request_timeout_seconds",
+                    "num_request_iterations_for_warmup")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"Invalid value for argument `{name}`. Expected a positive number. Received: {name}={getattr(self, name)}")
@@ -131,6 +135,7 @@ _HELP = {
     "rest_api_host": "address the REST server listens on",
     "rest_api_num_threads": "REST threads (0: from the CPU count)",
     "rest_api_timeout_in_ms": "timeout of REST calls",
+    "rest_api_read_timeout_in_ms": "time a REST request's headers and body may take to arrive; slower: 408 (tfllm)",
     "model_name": "name of the model (ignored with --model_config_file)",
     "model_base_path": "folder of numeric version folders, e.g. saved_models/NAME",
     "model_config_file": "text-format ModelServerConfig (several models, version policies, labels)",

@@ -28,21 +28,17 @@ import numpy as np
 from tfllm.export import signatures as sig
 from tfllm.serving.server import json_tensors
 from tfllm.serving.server.errors import ServingError, invalid_argument
+from tfllm.serving.server.http_framing import RequestReader, framing_problem
 from tfllm.serving.server.metrics import Metrics, prometheus_path
+from tfllm.serving.server.validation import GENERATE_PARAMETERS, generate_request
 
 logger = logging.getLogger(__name__)
 
 _V1 = re.compile(r"(?i)/v1/.*")
 _PREDICT = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
 _MODEL = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
-# `/generate` parameters: name -> (numpy dtype, JSON types accepted, what the error message expects)
-_PARAMETERS = {
-    sig.MAX_NEW_TOKENS: (np.int32, (int,), "an int32"), sig.TOP_K: (np.int32, (int,), "an int32"),
-    sig.SEED: (np.int32, (int,), "an int32"), sig.TEMPERATURE: (np.float32, (int, float), "a number"),
-    sig.TOP_P: (np.float32, (int, float), "a number"), sig.DO_SAMPLE: (np.bool_, (bool,), "true or false"),
-}
-_GENERATE_KEYS = {sig.TEXT, "model", "version", "label", *_PARAMETERS}
 _IDLE_SECONDS = 30  # a keep-alive connection with no request for this long is closed
+_BACKLOG = 1024  # pending connections the OS queues (a burst of clients is not reset)
 
 
 class RestServer:
@@ -123,6 +119,10 @@ class RestServer:
         seconds = timeout_ms / 1000 if timeout_ms > 0 else getattr(self.options, "request_timeout_seconds", None)
         return time.monotonic() + seconds if seconds else None
 
+    def read_seconds(self):
+        """How long a request's headers and body may take to arrive (`rest_api_read_timeout_in_ms`)."""
+        return (getattr(self.options, "rest_api_read_timeout_in_ms", 0) or 10000) / 1000
+
     def model_names(self):
         """The models the core serves, for `/generate`'s default and the playground."""
         names = getattr(self.core, "model_names", None)
@@ -134,6 +134,7 @@ class RestServer:
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = _BACKLOG
     allow_reuse_address = True  # a restarted server can bind its port while old sockets are in TIME_WAIT
 
     def __init__(self, address, rest):
@@ -165,7 +166,7 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
                 pass  # already closed by the client
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(RequestReader, http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tfllm-serve"
     timeout = _IDLE_SECONDS
@@ -174,14 +175,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002  (the base class's signature)
         logger.debug("%s %s", self.address_string(), format % args)
-
-    def handle_expect_100(self):
-        # Refuse an oversized body before the client sends it.
-        self._body_read, self._started = False, False
-        if self._declared_length() > (self.server.rest.max_request_bytes or float("inf")):
-            self._send_error(self._too_large(self._declared_length()), close=True)
-            return False
-        return super().handle_expect_100()
 
     def do_GET(self):
         self._dispatch()
@@ -192,6 +185,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         rest = self.server.rest
         self._body_read, self._started = False, False
         self.close_connection = self.close_connection or rest.stopping  # no more requests on this connection
+        problem = framing_problem(self.headers)
+        if problem is not None:
+            self._send_error(invalid_argument(problem), close=True)
+            return
         rest._enter()
         try:
             self._route(urllib.parse.urlsplit(self.path).path)
@@ -248,71 +245,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.server.rest.metrics.record_request(outcome["model"], outcome["version"], outcome["api"],
                                                     outcome["code"], time.monotonic() - start)
 
-    def _declared_length(self):
-        try:
-            return max(0, int(self.headers.get("Content-Length", 0)))
-        except ValueError:
-            return 0
-
-    def _has_body(self):
-        return self._declared_length() > 0 or "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-
-    def _too_large(self, size):
-        return ServingError(
-            "RESOURCE_EXHAUSTED",
-            f"Request body of {size} bytes exceeds the maximum request size of {self.server.rest.max_request_bytes} bytes",
-            http_status=413,
-        )
-
-    def _body(self):
-        """The request body, refusing one over `max_request_bytes` without reading it all (413)."""
-        self._body_read = True
-        limit = self.server.rest.max_request_bytes or float("inf")
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._chunked_body(limit)
-        length = self._declared_length()
-        if length > limit:
-            self._discard(length)
-            raise self._too_large(length)
-        return self.rfile.read(length) if length else b""
-
-    def _chunked_body(self, limit):
-        chunks, size = [], 0
-        while True:
-            try:
-                chunk = int(self.rfile.readline(1024).split(b";")[0].strip(), 16)
-            except ValueError as error:
-                self.close_connection = True
-                raise invalid_argument("Malformed chunked request body") from error
-            if chunk == 0:
-                while self.rfile.readline(1024).strip():
-                    pass  # trailers
-                return b"".join(chunks)
-            size += chunk
-            if size > limit:
-                self._discard(limit)
-                raise self._too_large(size)
-            chunks.append(self.rfile.read(chunk))
-            self.rfile.readline(1024)
-
-    def _discard(self, declared):
-        """Reads and drops a bounded part of a refused body, so the client gets to read the 413."""
-        self.close_connection = True
-        budget = min(declared, 4 * (self.server.rest.max_request_bytes or 0), 16 << 20)
-        self.connection.settimeout(1.0)
-        try:
-            while budget > 0:
-                data = self.rfile.read1(min(budget, 1 << 16))
-                if not data:
-                    break
-                budget -= len(data)
-        except OSError:
-            pass  # the client stopped sending or went away; the answer is what matters
-        finally:
-            self.connection.settimeout(self.timeout)
-
     def _start(self, status, headers):
         self._started = True
+        self._reader.deadline = None
+        self.connection.settimeout(self.timeout)  # writes get the idle timeout, not what the read deadline left
         if not self._body_read and self._has_body():
             self.close_connection = True  # an unread body would be taken for the next request
         self.send_response(status)
@@ -376,42 +312,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
         dtypes = {key: types_pb2.DataType.Name(info.dtype) for key, info in definition.inputs.items()}
         inputs, request_format = json_tensors.predict_inputs(doc, dtypes, servable.defaults.get(name, {}))
-        outcome["version"], outputs = rest.core.predict(model, inputs, signature_name=signature or None, version=version,
-                                                        version_label=label, deadline=rest.deadline())
+        with self._watching_client() as cancellation:
+            outcome["version"], outputs = rest.core.predict(
+                model, inputs, signature_name=signature or None, version=version, version_label=label,
+                deadline=rest.deadline(), cancellation=cancellation)
         self._send(200, json_tensors.predict_response(outputs, request_format).encode("utf-8"))
 
     # === /generate and /generate_stream ===
 
     def _generate_request(self, outcome):
         """`(text, params, label)` of a /generate body, checked; sets the outcome's model and version."""
-        doc = json_tensors.parse_json(self._body())
-        unknown = sorted(set(doc) - _GENERATE_KEYS)
-        if unknown:
-            raise invalid_argument(
-                f"Invalid keys in the request: {', '.join(unknown)}. Expected some of: {', '.join(sorted(_GENERATE_KEYS))}"
-            )
         names = self.server.rest.model_names()
-        model, version, label = doc.get("model") or (names[0] if names else None), doc.get("version"), doc.get("label")
-        text = doc.get(sig.TEXT)
-        for key, value, ok, expected in (
-            ("model", model, isinstance(model, str), "a model name"),
-            ("version", version, version is None or (isinstance(version, (int, str)) and not isinstance(version, bool)
-                                                     and str(version).isdigit()), "a version number"),
-            ("label", label, label is None or isinstance(label, str), "a version label"),
-            (sig.TEXT, text, isinstance(text, str), "a string"),
-        ):
-            if not ok:
-                raise _invalid_value(key, expected, value)
-        outcome.update(model=model, version=None if version is None else int(version))
-        params = {}
-        for key, (_, kinds, expected) in _PARAMETERS.items():
-            value = doc.get(key)
-            if value is None:
-                continue
-            if (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))
-                    or (kinds == (int,) and not -2**31 <= value < 2**31)):
-                raise _invalid_value(key, expected, value)
-            params[key] = value
+        model, version, label, text, params = generate_request(json_tensors.parse_json(self._body()),
+                                                               names[0] if names else None)
+        outcome.update(model=model, version=version)
         return text, params, label
 
     def _generate(self):
@@ -419,10 +333,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with self._answering("generate") as outcome:
             text, params, label = self._generate_request(outcome)
             inputs = {sig.TEXT: np.array([text.encode("utf-8")], dtype=object)}
-            inputs.update({key: np.array(value, _PARAMETERS[key][0]) for key, value in params.items()})
-            outcome["version"], outputs = rest.core.predict(
-                outcome["model"], inputs, signature_name=sig.SERVING_DEFAULT, version=outcome["version"],
-                version_label=label, deadline=rest.deadline())
+            inputs.update({key: np.array(value, GENERATE_PARAMETERS[key][0]) for key, value in params.items()})
+            with self._watching_client() as cancellation:
+                outcome["version"], outputs = rest.core.predict(
+                    outcome["model"], inputs, signature_name=sig.SERVING_DEFAULT, version=outcome["version"],
+                    version_label=label, deadline=rest.deadline(), cancellation=cancellation)
             generated = outputs[sig.GENERATED_TEXT].reshape(-1)[0]
             generated = generated.decode("utf-8", "replace") if isinstance(generated, bytes) else str(generated)
             self._send(200, json.dumps({sig.GENERATED_TEXT: generated}, ensure_ascii=False).encode("utf-8"))
@@ -464,6 +379,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 error = ServingError("INTERNAL", f"{type(error).__name__}: {error}")
             outcome["code"] = error.code
             self._event({"error": error.message, "code": error.code}, chunked, event="error")
+        self._record_pending()  # before the end of the stream, so a client reading the metrics next sees it
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
@@ -483,10 +399,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         models = json.dumps(self.server.rest.model_names()).replace("<", "\\u003c")
         page = page.replace("__TFLLM_MODELS__", models.replace("&", "&amp;").replace('"', "&quot;"))
         self._send(200, page.encode("utf-8"), "text/html; charset=utf-8", [("Cache-Control", "no-cache")])
-
-
-def _invalid_value(key, expected, value):
-    return invalid_argument(f"Invalid value for argument `{key}`. Expected {expected}. Received: {key}={value!r}")
 
 
 def _version(text):

@@ -8,6 +8,7 @@ import numpy as np
 
 from tfllm.export import signatures as sig
 from tfllm.serving.server.errors import ServingError, invalid_argument
+from tfllm.serving.server.validation import PromptLimit, check_generation
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Servable:
         self._lock = threading.Lock()
         self._tokenizer = None
         self._tokenizer_lock = threading.Lock()
+        self._prompt_limit = None
         self._in_flight = 0
         self._idle = threading.Condition(self._lock)
         logger.info("Loaded %s version %d from %s (signatures: %s)", name, self.version, self.path, sorted(self._functions))
@@ -71,6 +73,13 @@ class Servable:
 
                 self._tokenizer = AutoTokenizer.from_pretrained(folder)
             return self._tokenizer
+
+    @property
+    def prompt_limit(self):
+        """The `PromptLimit` refusing over-long prompts of this version before they are tokenized."""
+        if self._prompt_limit is None:
+            self._prompt_limit = PromptLimit.of_version(self.path, self.tokenizer)
+        return self._prompt_limit
 
     # === Requests in flight (a version is unloaded once none is left) ===
 
@@ -157,16 +166,25 @@ class Servable:
             feed[key] = tensor
         return feed
 
-    def call(self, signature, feed):
+    def call(self, signature, feed, cancellation=None):
         """Runs a signature on a feed of tensors (already checked); returns its output tensors.
+
+        Args:
+            signature: the signature name.
+            feed: `{input: tensor}`.
+            cancellation: a `Cancellation` whose `cancel()` stops the run (CANCELLED), or None.
 
         Raises:
             ServingError: with the status of an error the graph raised.
         """
         import tensorflow as tf
 
+        function = self._function(signature)
         try:
-            return self._function(signature)(**feed)
+            if cancellation is None:
+                return function(**feed)
+            with cancellation.scope():
+                return function(**feed)
         except tf.errors.OpError as error:
             raise ServingError(_OP_ERROR_CODES.get(type(error).__name__, "INTERNAL"), error.message) from error
 
@@ -290,13 +308,7 @@ def stream_parameters(servable, params, max_new_tokens_cap):
                 f"max_new_tokens ({values[sig.MAX_NEW_TOKENS]}) exceeds this server's cap of {cap} (--max_new_tokens_cap)"
             )
         values[sig.MAX_NEW_TOKENS] = cap
-    checks = ((sig.MAX_NEW_TOKENS, values[sig.MAX_NEW_TOKENS] >= 1, "an integer >= 1"),
-              (sig.TEMPERATURE, values[sig.TEMPERATURE] > 0 or not values[sig.DO_SAMPLE], "a number > 0"),
-              (sig.TOP_K, values[sig.TOP_K] >= 0, "an integer >= 0"),
-              (sig.TOP_P, 0 < values[sig.TOP_P] <= 1, "a number in (0, 1]"))
-    for key, ok, expected in checks:
-        if not ok:
-            raise invalid_argument(f"Invalid value for argument `{key}`. Expected {expected}. Received: {key}={values[key]}")
+    check_generation(values)
     return values
 
 
