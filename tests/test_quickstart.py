@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quickstart") / "model"
-    result = quickstart.run(folder, quickstart.QuickstartConfig.small(), verbose=0)
+    result = quickstart.run(folder, quickstart.QuickstartConfig.small(), progress="none")
     return folder, result
 
 

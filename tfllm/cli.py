@@ -9,6 +9,7 @@ messages still reach stderr.
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -18,6 +19,7 @@ from tfllm import cli_training
 from tfllm.progress import MODES as PROGRESS_MODES
 
 QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR", "TOKENIZERS_PARALLELISM": "false"}
+VERBOSE_HELP = "log at INFO level and show TensorFlow's own log (hidden by default)"
 NOISY_LOGGERS = ("tensorflow", "absl", "h5py", "tf2onnx")
 NOISY_MODULES = r"(keras|tensorflow|tf_keras|absl|tf2onnx|google\.protobuf)(\.|$)"
 
@@ -41,6 +43,13 @@ class _Stderr:
 
     def flush(self):
         sys.stderr.flush()
+
+
+def _flush_c_streams():
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask (not POSIX)
+        pass
 
 
 @contextlib.contextmanager
@@ -68,6 +77,7 @@ def _quiet(verbose):
         try:
             yield
         finally:
+            _flush_c_streams()  # C++ writes still in stdio's buffer go to /dev/null, not to stderr at exit
             if ours:
                 sys.stderr.close()
                 sys.stderr = saved_stderr
@@ -222,15 +232,16 @@ def _common_arguments():
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's parser must not reset a flag given before the subcommand's name.
     common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                        help="log at INFO level and show TensorFlow's own log (hidden by default)")
+                        help=VERBOSE_HELP)
     return common
 
 
 def build_parser():
     common = _common_arguments()
-    parser = argparse.ArgumentParser(prog="tfllm", description="Keras/TensorFlow toolkit for LLMs.", parents=[common])
+    parser = argparse.ArgumentParser(prog="tfllm", description="Keras/TensorFlow toolkit for LLMs.")
+    # Not from `common`: the parsers share its action objects, whose default must stay SUPPRESS.
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"tfllm {_version()}")
-    parser.set_defaults(verbose=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     generate = commands.add_parser("generate", help="continue a prompt with a causal LM folder", parents=[common])

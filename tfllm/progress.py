@@ -1,8 +1,8 @@
 """Progress of long work (training epochs, evaluation batches, export steps), with or without a terminal.
 
 On a terminal (`mode="bar"`) a line that rewrites itself: `epoch 1/14  37/222 [====>    ] 12s  loss 5.1`.
-Elsewhere (`mode="line"`: CI logs, `| tee`, a file) a plain line every `interval` seconds, plus the
-first and the last position, so a log shows the work moving without a line per step. `mode="auto"`
+Elsewhere (`mode="line"`: CI logs, `| tee`, a file) a plain line at the first step, then at most one
+every `interval` seconds, and one at the end, so a log shows the work moving without a line per step. `mode="auto"`
 picks one from the stream; `"none"` says nothing.
 
 This is output for a person watching, like Keras' progress bar, and goes to `stream` (default
@@ -70,13 +70,12 @@ class Progress:
             self._write("\r" + self._text(values, bar=True), end="")
         elif self.mode == "line":
             now = self._clock()
-            due = self._last_line is None or now - self._last_line >= self.interval
-            if due or position == self.total:
+            if self._last_line is None or now - self._last_line >= self.interval:
                 self._last_line = now
                 self._write(self._text(values))
 
     def finish(self, **values):
-        """Ends the task: the bar's final state, or one last plain line (unless the last one said it)."""
+        """Ends the task: the bar's final state, or one last plain line."""
         if self.mode == "bar":
             self._write("\r" + self._text(values, bar=True))
         elif self.mode == "line":

@@ -57,7 +57,7 @@ def test_unsupported_model_and_format_name_the_supported_formats(folder, tmp_pat
 
 @pytest.mark.slow
 def test_quickstart_exports_a_saved_model_and_a_tflite_file(tmp_path):
-    result = quickstart.run(tmp_path / "quickstart_hf", quickstart.QuickstartConfig.small(), verbose=0)
+    result = quickstart.run(tmp_path / "quickstart_hf", quickstart.QuickstartConfig.small(), progress="none")
     exported = quickstart.export(result["model"], result["tokenizer"], tmp_path, quickstart.QuickstartConfig.small())
     assert exported["saved_model"] == os.path.join(tmp_path, "quickstart", "1")
     assert exported["tflite"] == os.path.join(tmp_path, "quickstart.tflite")
