@@ -52,7 +52,8 @@ def _eval(args):
     metrics = trainer.evaluate(args.model, args.data, task=args.task, batch_size=args.batch_size,
                                seq_len=args.seq_len, text_field=args.text_field, text_pair_field=args.text_pair_field,
                                label_field=args.label_field, source_field=args.source_field,
-                               target_field=args.target_field, progress=args.progress)
+                               target_field=args.target_field,
+                               progress="none" if args.json else args.progress)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -128,6 +129,6 @@ def add_parsers(commands, common, progress_argument):
                                    parents=[common])
     evaluate.add_argument("--model", required=True, metavar="DIR", help="Hugging Face folder with its tokenizer")
     _add_data_arguments(evaluate, "the model's task (default: causal_lm)")
-    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object (and no progress)")
     progress_argument(evaluate, "the batches evaluated")
     evaluate.set_defaults(run=_eval)
