@@ -350,7 +350,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 class _StopAfterEpoch(keras.callbacks.Callback):
     """Ends each `fit` after its epoch: the next epoch needs a stream of its own (see `TrainingData.epoch`).
 
-    `fit` still gets the run's `epochs`, so the progress bar reads "Epoch 3/5".
+    `fit` still gets the run's `epochs`, so the progress reads "epoch 3/5".
     """
 
     def on_epoch_end(self, epoch, logs=None):
