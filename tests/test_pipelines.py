@@ -34,6 +34,17 @@ def test_text_generation_matches_transformers_pipeline(folder):
     assert [row[0]["generated_text"] for row in batch] == [ours(p, max_new_tokens=8)[0]["generated_text"] for p in prompts]
 
 
+def test_text_generation_passes_repetition_settings(folder):
+    import transformers
+
+    kwargs = dict(max_new_tokens=12, repetition_penalty=1.3, no_repeat_ngram_size=2)
+    theirs = transformers.pipeline("text-generation", model=str(folder), framework="pt")
+    ours = tfllm.pipeline("text-generation", model=folder)
+    expected = theirs("The for statement", do_sample=False, **kwargs)
+    assert ours("The for statement", **kwargs) == expected
+    assert expected != theirs("The for statement", do_sample=False, max_new_tokens=12)
+
+
 def test_text_generation_without_full_text(folder):
     generator = tfllm.pipeline("text-generation", model=folder)
     full = generator("The with", max_new_tokens=5)[0]["generated_text"]

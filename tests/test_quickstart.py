@@ -30,6 +30,15 @@ def test_quickstart_loss_falls_and_text_decodes(trained):
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
 
 
+def test_quickstart_samples_say_their_settings_and_do_not_loop(trained):
+    """Plain greedy decoding of this model is a run of blank lines; the samples' settings avoid it."""
+    _, result = trained
+    assert result["sample_settings"] == quickstart.describe_settings(quickstart.SAMPLE_SETTINGS)
+    assert result["sample_settings"] == "greedy decoding (no_repeat_ngram_size=3)"
+    for prompt, text in result["samples"].items():
+        assert "\n" * 4 not in text[len(prompt):], text
+
+
 def test_quickstart_folder_loads_in_transformers(trained):
     import torch
     import transformers

@@ -42,7 +42,8 @@ class TextGenerationPipeline:
     Call arguments:
         text: a prompt or a list of prompts.
         return_full_text: include the prompt in `generated_text` (transformers' default).
-        **generate_kwargs: passed to `model.generate` (`max_new_tokens`, `do_sample`, `top_p`, ...).
+        **generate_kwargs: passed to `model.generate` (`max_new_tokens`, `do_sample`, `top_p`,
+            `repetition_penalty`, `no_repeat_ngram_size`, ...).
 
     Returns:
         For one prompt, `[{"generated_text": str}]`; for a list, one such list per prompt.

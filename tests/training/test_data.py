@@ -1,6 +1,10 @@
 """Tests for tfllm.training.data: reading, packing, masking, labels, seq2seq shift, splits and errors."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,6 +19,7 @@ from tfllm.training.data import (
     BUILTIN_CORPORA, TASKS, DataError, Record, TrainingData, build_datasets, read_records,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 WORDS = [f"t{i}" for i in range(40)]  # word-level ids: "<pad>" 0, "</s>" 1, "<unk>" 2, t{i} -> i + 3
 DATA_POLICY = tf.data.experimental.AutoShardPolicy.DATA
 
@@ -418,3 +423,42 @@ def test_bad_arguments_are_named(tmp_path, bert_tokenizer):
     with pytest.raises(DataError, match="argument `path`. Expected an existing"):
         read_records(tmp_path / "none.txt")
     assert isinstance(build(batch_size=8, num_replicas=4, validation_split=0), TrainingData)
+
+
+def test_deeply_nested_json_line_names_file_and_line(tmp_path):
+    path = write(tmp_path / "deep.jsonl", '{"text": "t0 t1"}\n{"text": ' + "[" * 100_000 + "\n")
+    with pytest.raises(DataError, match=rf"^{path}:2: invalid JSON: nested too deeply"):
+        read_records(path)
+
+
+PEAK_SCRIPT = """
+import resource, sys
+from tfllm.tokenizers import AutoTokenizer
+from tfllm.training.data import build_datasets
+
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+build = lambda path: build_datasets("causal_lm", tokenizer, path, sequence_length=32, batch_size=8, shuffle=False)
+build(sys.argv[2])  # TensorFlow's one-time allocations, on a small file
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+data = build(sys.argv[3])
+print(data.train_examples, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+
+
+def test_a_single_line_training_file_costs_a_small_multiple_of_its_size(tmp_path):
+    from tfllm.tokenizers import train_byte_level_bpe
+
+    rng = np.random.default_rng(0)
+    vocabulary = np.array("the a cat dog sees ball, tree. river (book) 42 x=3 élan".split())
+    line = " ".join(vocabulary[rng.integers(0, len(vocabulary), 800_000)])  # ~4 MB, one line, one document
+    big = write(tmp_path / "big.txt", line + "\n")
+    small = write(tmp_path / "small.txt", line[:20_000] + "\n")
+    train_byte_level_bpe([line[:200_000]], vocab_size=300).save_pretrained(tmp_path / "tokenizer")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "tokenizer"), small, big], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    examples, growth = map(int, result.stdout.split()[-2:])
+    size = len(line.encode())
+    assert examples > size // 33 // 4  # the whole line was tokenized (a few characters per token)
+    assert growth < 20 * size, f"peak grew by {growth / size:.1f} x the file"  # 10 x here, 200 x before

@@ -86,6 +86,8 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
     The version is built in a hidden temporary folder, checked (op set; reloaded in a fresh process,
     its greedy text, logits, embeddings or scores compared with this model's), then renamed into
     place, so TF Serving never sees a partial version and a failed export leaves nothing behind.
+    Without `version`, the number is claimed at that rename: two exports to one base path at once
+    get two versions. Staging left by a killed export is removed by the next export to the base.
 
     Args:
         model: a tfllm task model.
@@ -111,7 +113,8 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
     module = _serving_module(model, tokenizer, max_new_tokens, pooling)
     check_tokens = max(1, min(max_new_tokens, 8))
     stages = Progress(f"export {export_base}", 3 if verify else 2, mode=progress)
-    with atomic_version(export_base, version, overwrite) as (folder, version):
+    with atomic_version(export_base, version, overwrite) as staged:
+        folder = str(staged.folder)
         with stages.stage("trace"):
             for function in module.functions.values():  # traced once here; `save` reuses the traces
                 function.get_concrete_function()
@@ -125,6 +128,6 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
             with stages.stage("verify in a fresh process"):
                 verify_lib.check_saved_model(folder, model, tokenizer, module.kind, verify_prompts, check_tokens,
                                              pooling=getattr(module, "pooling", None))
-    path = os.path.join(export_base, str(version))
+    path = os.path.join(export_base, str(staged.version))
     logger.info("Exported %s in %.1f s", path, time.time() - start)
     return path

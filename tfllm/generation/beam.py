@@ -17,6 +17,7 @@ import collections
 import tensorflow as tf
 
 from tfllm.generation.loop import _compiled_for, cache_room, xla_decode_step
+from tfllm.generation.processors import Penalties, process_logits, prompt_history
 
 # transformers' score for candidates that must not be chosen (not a mask value: it is added to
 # real log-probabilities, and matching its float32 rounding keeps the rankings identical).
@@ -26,12 +27,12 @@ _EXCLUDED = -1.0e9
 EARLY_STOPPING_CODES = {False: 0, True: 1, "never": 2}
 
 _Settings = collections.namedtuple(
-    "_Settings", "num_beams max_new_tokens length_penalty early_stopping eos_token_id"
+    "_Settings", "num_beams max_new_tokens length_penalty early_stopping eos_token_id prompt"
 )
 
 
 def beam_search(model, token_ids, padding_mask, max_new_tokens, num_beams, length_penalty, early_stopping,
-                num_return_sequences, eos_token_id, pad_token_id, decode_step=None):
+                num_return_sequences, eos_token_id, pad_token_id, decode_step=None, penalties=None):
     """Generates the `num_return_sequences` best beams of up to `max_new_tokens` tokens per prompt.
 
     Args:
@@ -49,6 +50,8 @@ def beam_search(model, token_ids, padding_mask, max_new_tokens, num_beams, lengt
         eos_token_id: scalar int32, -1 for none.
         pad_token_id: scalar int32 written after a hypothesis that ended early.
         decode_step: the step function to call, `model.decode_step` by default.
+        penalties: a `processors.Penalties` (repetition penalty, no-repeat n-gram size) applied to
+            each beam's log-probabilities, as transformers does; None for neither.
 
     Returns:
         `(batch_size * num_return_sequences, prefix_length + steps)` int32, best first within each
@@ -59,8 +62,11 @@ def beam_search(model, token_ids, padding_mask, max_new_tokens, num_beams, lengt
     batch_size = tf.shape(logits)[0]
     expand = lambda tensor: tf.repeat(tensor, num_beams, axis=0)  # noqa: E731  (batch * num_beams, ...)
     logits, state = expand(logits), tf.nest.map_structure(expand, state)
+    prompt = None  # each beam's prompt history: its new tokens are added at every step
+    if penalties is not None:
+        prompt = prompt_history(model, expand(prefix), expand(padding_mask), 0, penalties)
     settings = _Settings(num_beams, max_new_tokens, tf.cast(length_penalty, tf.float32),
-                         tf.cast(early_stopping, tf.int32), eos_token_id)
+                         tf.cast(early_stopping, tf.int32), eos_token_id, prompt)
     beams = _initial_beams(batch_size, settings, _fill_value(eos_token_id, pad_token_id))
     beams, keep_going = _step(beams, logits, tf.constant(0), settings)
 
@@ -114,6 +120,10 @@ def _step(beams, logits, step, settings):
     n = settings.num_beams
     batch_size, vocabulary = tf.shape(beams["running_scores"])[0], tf.shape(logits)[-1]
     log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    if settings.prompt is not None:  # transformers processes the log-probabilities of each beam's sequence
+        new_tokens = tf.reshape(beams["running_tokens"], [batch_size * n, -1])
+        log_probs = process_logits(log_probs, settings.prompt._replace(
+            tokens=tf.concat([settings.prompt.tokens, new_tokens], axis=1), length=settings.prompt.length + step))
     log_probs = tf.reshape(log_probs, [batch_size, n, vocabulary]) + beams["running_scores"][:, :, None]
     # 2 * num_beams candidates, so that num_beams remain to run on even if half of them end here.
     scores, flat = tf.math.top_k(tf.reshape(log_probs, [batch_size, n * vocabulary]), k=2 * n)
@@ -184,25 +194,27 @@ def _best_sequences(beams, prefix, num_return_sequences):
     return tf.concat([prefix, tokens], axis=1)
 
 
-def compiled_beam_search(model, num_beams, num_return_sequences, jit_compile):
+def compiled_beam_search(model, num_beams, num_return_sequences, jit_compile, penalized=False):
     """The `tf.function` running `beam_search` for `model`, made once per set of static settings.
 
     The returned function takes `(token_ids, padding_mask, max_new_tokens, length_penalty,
     early_stopping, eos_token_id, pad_token_id)` tensors (`early_stopping` as its
-    `EARLY_STOPPING_CODES` value). The beam counts are static: they size `top_k` and the outputs.
+    `EARLY_STOPPING_CODES` value), then, if `penalized`, `(repetition_penalty, no_repeat_ngram_size)`.
+    The beam counts are static: they size `top_k` and the outputs.
     """
 
     def make(model_ref):
-        def run(ids, mask, max_new, length_penalty, early_stopping, eos, pad):
+        def run(ids, mask, max_new, length_penalty, early_stopping, eos, pad, *penalties):
             model = model_ref()
             step = xla_decode_step(model) if jit_compile is None else None
             return beam_search(model, ids, mask, max_new, num_beams, length_penalty, early_stopping,
-                               num_return_sequences, eos, pad, step)
+                               num_return_sequences, eos, pad, step, Penalties(*penalties) if penalties else None)
 
         scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
         signature = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None], tf.int32), scalar(tf.int32),
                      scalar(tf.float32), scalar(tf.int32), scalar(tf.int32), scalar(tf.int32)]
+        signature += [scalar(tf.float32), scalar(tf.int32)] if penalized else []
         return tf.function(run, input_signature=signature, jit_compile=bool(jit_compile), reduce_retracing=True)
 
-    key = ("beam_search", num_beams, num_return_sequences, jit_compile)
+    key = ("beam_search", num_beams, num_return_sequences, jit_compile) + (("penalized",) if penalized else ())
     return _compiled_for(model, key, make)

@@ -1,5 +1,7 @@
 """`generate`: argument checks, then the compiled decoding loop."""
 
+import math
+import numbers
 import random
 
 import numpy as np
@@ -34,6 +36,18 @@ def _check_beam_arguments(num_beams, length_penalty, early_stopping, num_return_
     return num_beams, length_penalty, early_stopping, num_return_sequences
 
 
+def _check_penalties(repetition_penalty, no_repeat_ngram_size):
+    """The processors' settings as tensors, or None when both are off (the loop then skips them)."""
+    finite = isinstance(repetition_penalty, numbers.Real) and math.isfinite(repetition_penalty)
+    if isinstance(repetition_penalty, bool) or not finite or repetition_penalty <= 0:
+        raise invalid_argument("repetition_penalty", "a finite number > 0", repetition_penalty)
+    repetition_penalty = float(repetition_penalty)
+    no_repeat_ngram_size = check_int("no_repeat_ngram_size", no_repeat_ngram_size, minimum=0)
+    if repetition_penalty == 1.0 and no_repeat_ngram_size == 0:
+        return None
+    return (tf.constant(repetition_penalty, tf.float32), tf.constant(no_repeat_ngram_size, tf.int32))
+
+
 def generate(
     model,
     input_ids,
@@ -44,6 +58,8 @@ def generate(
     temperature=1.0,
     top_k=0,
     top_p=1.0,
+    repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
     num_beams=1,
     length_penalty=1.0,
     early_stopping=False,
@@ -64,6 +80,11 @@ def generate(
         temperature: divides the logits before sampling (> 0).
         top_k: sample among the k most likely tokens; 0 disables.
         top_p: sample among the most likely tokens whose probability adds up to top_p, in (0, 1].
+        repetition_penalty: divides the logit of every token already in the sequence (prompt included;
+            multiplies it when negative), > 0; 1.0 disables. As transformers', except that a
+            left-padded batch's padding does not count (see `tfllm.generation.processors`).
+        no_repeat_ngram_size: never produce an n-gram of this many tokens twice (counting the prompt);
+            0 disables. Beam search applies both to each beam's log-probabilities, as transformers does.
         num_beams: 1 for greedy decoding or sampling; more runs beam search with this many beams
             (transformers' `_beam_search`, see `tfllm.generation.beam`). Not with `do_sample`.
         length_penalty: beam search divides a finished hypothesis' log-probability by
@@ -105,6 +126,7 @@ def generate(
     top_p = check_float("top_p", top_p, low=0.0, high=1.0, low_inclusive=False)
     num_beams, length_penalty, early_stopping, num_return_sequences = _check_beam_arguments(
         num_beams, length_penalty, early_stopping, num_return_sequences, do_sample)
+    penalties = _check_penalties(repetition_penalty, no_repeat_ngram_size)
     longest = int(mask.sum(axis=1).max())
     limit = getattr(model, "max_sequence_length", None)  # None: no position table (T5's relative bias)
     if limit is not None and longest + max_new_tokens > limit:
@@ -127,14 +149,14 @@ def generate(
         jit_compile = False  # XLA's CPU fusion recomputes each int8 product's inputs per output unit: slower
     jit_compile = None if jit_compile is None else bool(jit_compile)
     if num_beams > 1:
-        fn = compiled_beam_search(model, num_beams, num_return_sequences, jit_compile)
+        fn = compiled_beam_search(model, num_beams, num_return_sequences, jit_compile, penalties is not None)
         return fn(tf.constant(ids), tf.constant(mask), tf.constant(max_new_tokens, tf.int32),
                   tf.constant(length_penalty, tf.float32), tf.constant(EARLY_STOPPING_CODES[early_stopping], tf.int32),
-                  tf.constant(eos, tf.int32), tf.constant(pad, tf.int32))
+                  tf.constant(eos, tf.int32), tf.constant(pad, tf.int32), *(penalties or ()))
     added = 0
     if jit_compile is None and pads_prompts(model):  # the XLA prompt pass compiles once per padded length
         ids, mask, added = pad_prompts(ids, mask)
-    fn = _compiled(model, bool(do_sample), jit_compile)
+    fn = _compiled(model, bool(do_sample), jit_compile, penalized=penalties is not None)
     output = fn(
         tf.constant(ids),
         tf.constant(mask),
@@ -145,6 +167,7 @@ def generate(
         tf.constant([seed % 2**31, 0], tf.int32),
         tf.constant(eos, tf.int32),
         tf.constant(pad, tf.int32),
+        *(penalties or ()),
     )
     return output[:, added:]
 

@@ -19,6 +19,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from tfllm.generation.processors import Penalties, append, prompt_history
 from tfllm.generation.sampling import next_token
 
 # model -> {key: tf.function}; `decode`'s keys are (do_sample, jit_compile), other modes' keys are
@@ -103,9 +104,9 @@ def xla_greedy_steps(model):
     """
 
     def make(model_ref):
-        def steps(token, step, state, done, max_new_tokens, eos_token_id, pad_token_id):
+        def steps(token, step, state, done, max_new_tokens, eos_token_id, pad_token_id, history):
             return decode_steps(model_ref(), CHUNK, token, step, state, done, max_new_tokens, False, None, None,
-                                None, None, eos_token_id, pad_token_id)
+                                None, None, eos_token_id, pad_token_id, history=history)
 
         return tf.function(steps, jit_compile=True, autograph=False)
 
@@ -113,7 +114,7 @@ def xla_greedy_steps(model):
 
 
 def decode_steps(model, count, token, step, state, done, max_new_tokens, do_sample, temperature, top_k, top_p, seed,
-                 eos_token_id, pad_token_id, decode_step=None):
+                 eos_token_id, pad_token_id, decode_step=None, history=None):
     """Runs up to `count` decode steps from new token number `step`; stops at `max_new_tokens` or when every row ended.
 
     Args:
@@ -125,10 +126,11 @@ def decode_steps(model, count, token, step, state, done, max_new_tokens, do_samp
         done: `(batch_size,)` bool, rows that already produced `eos_token_id`.
         max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id, pad_token_id: as in `decode`.
         decode_step: the step function, `model.decode_step` by default (`xla_decode_step`'s compiled one).
+        history: the tokens so far and the penalties (`processors.History`), or None for no penalties.
 
     Returns:
-        `(tokens, step, token, state, done)`: tokens `(batch_size, count)` int32 (number `step` onwards, padded),
-        then the loop's variables after the last step run.
+        `(tokens, step, token, state, done, history)`: tokens `(batch_size, count)` int32 (number `step`
+        onwards, padded), then the loop's variables after the last step run.
     """
     batch_size = tf.shape(token)[0]
     decode_step = decode_step or model.decode_step
@@ -137,23 +139,25 @@ def decode_steps(model, count, token, step, state, done, max_new_tokens, do_samp
     columns = tf.range(count)[None, :]
     tokens = tf.fill([batch_size, count], pad_token_id)
 
-    def condition(step, token, state, tokens, done):
+    def condition(step, token, state, tokens, done, history):
         return tf.logical_and(step < end, tf.logical_not(tf.reduce_all(done)))
 
-    def body(step, token, state, tokens, done):
+    def body(step, token, state, tokens, done, history):
         logits, state = decode_step(token, step - 1, state)
-        token = next_token(logits, do_sample, temperature, top_k, top_p, seed, step)
+        token = next_token(logits, do_sample, temperature, top_k, top_p, seed, step, history or None)
         token = tf.where(done, pad_token_id, token)
         tokens = tf.where(columns == step - first, token[:, None], tokens)
         done = tf.logical_or(done, tf.equal(token, eos_token_id))
-        return step + 1, token, state, tokens, done
+        return step + 1, token, state, tokens, done, append(history, token) if history else ()
 
-    step, token, state, tokens, done = tf.while_loop(condition, body, (step, token, state, tokens, done))
-    return tokens, step, token, state, done
+    # `()` stands for no history: a loop variable cannot be None.
+    loop_vars = (step, token, state, tokens, done, history or ())
+    step, token, state, tokens, done, history = tf.while_loop(condition, body, loop_vars)
+    return tokens, step, token, state, done, history or None
 
 
 def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperature, top_k, top_p, seed, eos_token_id,
-           pad_token_id, xla_steps=False, xla_prompt=False):
+           pad_token_id, xla_steps=False, xla_prompt=False, penalties=None):
     """Generates up to `max_new_tokens` tokens after left-padded prompts.
 
     The model supplies two steps (the generation contract every family implements):
@@ -177,46 +181,53 @@ def decode(model, token_ids, padding_mask, max_new_tokens, do_sample, temperatur
             TensorFlow ops (so a seed draws the tokens it draws without XLA). False: no XLA.
         xla_prompt: run the prompt pass as an XLA program (`xla_prefill`); for prompts padded with
             `pad_prompts`, so that its compilations are reused.
+        penalties: a `processors.Penalties` of scalar tensors (repetition penalty, no-repeat n-gram
+            size), or None for neither (the loop then carries no history of the tokens).
 
     Returns:
         `(batch_size, prefix_length + steps)` int32, where steps stops early once every row ended.
     """
     batch_size = tf.shape(token_ids)[0]
     prefill = xla_prefill(model) if xla_prompt else model.prefill
-    logits, state, prefix = prefill(token_ids, padding_mask, cache_room(tf.shape(token_ids)[1], max_new_tokens))
-    token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0)
+    room = cache_room(tf.shape(token_ids)[1], max_new_tokens)
+    logits, state, prefix = prefill(token_ids, padding_mask, room)
+    history = None if penalties is None else prompt_history(model, prefix, padding_mask, room, penalties)
+    token = next_token(logits, do_sample, temperature, top_k, top_p, seed, 0, history)
+    history = append(history, token) if history else None
     done = tf.equal(token, eos_token_id)
     if do_sample or not xla_steps:  # one loop over every step (without XLA: what exports contain)
         step_fn = xla_decode_step(model) if xla_steps else None
-        tokens, steps, _, _, _ = decode_steps(model, max_new_tokens - 1, token, tf.constant(1), state, done,
-                                              max_new_tokens, do_sample, temperature, top_k, top_p, seed,
-                                              eos_token_id, pad_token_id, step_fn)
+        tokens, steps, *_ = decode_steps(model, max_new_tokens - 1, token, tf.constant(1), state, done,
+                                         max_new_tokens, do_sample, temperature, top_k, top_p, seed,
+                                         eos_token_id, pad_token_id, step_fn, history)
         output = tf.concat([token[:, None], tokens], axis=1)
         return tf.concat([prefix, output[:, :steps]], axis=1)
     run_steps = xla_greedy_steps(model)
     columns = tf.range(max_new_tokens)[None, :]
     output = tf.where(columns == 0, token[:, None], tf.fill([batch_size, max_new_tokens], pad_token_id))
 
-    def condition(step, token, state, output, done):
+    def condition(step, token, state, output, done, history):
         return tf.logical_and(step < max_new_tokens, tf.logical_not(tf.reduce_all(done)))
 
-    def body(step, token, state, output, done):
-        tokens, next_step, token, state, done = run_steps(token, step, state, done, max_new_tokens, eos_token_id,
-                                                          pad_token_id)
+    def body(step, token, state, output, done, history):
+        tokens, next_step, token, state, done, history = run_steps(token, step, state, done, max_new_tokens,
+                                                                   eos_token_id, pad_token_id, history or None)
         offset = columns - step  # output column -> column of this chunk's `tokens`
         written = tf.logical_and(offset >= 0, columns < next_step)
         output = tf.where(written, tf.gather(tokens, tf.clip_by_value(offset, 0, CHUNK - 1)[0], axis=1), output)
-        return next_step, token, state, output, done
+        return next_step, token, state, output, done, history or ()
 
-    steps, _, _, output, _ = tf.while_loop(condition, body, (tf.constant(1), token, state, output, done))
+    loop_vars = (tf.constant(1), token, state, output, done, history or ())
+    steps, _, _, output, _, _ = tf.while_loop(condition, body, loop_vars)
     return tf.concat([prefix, output[:, :steps]], axis=1)
 
 
-def _compiled(model, do_sample, jit_compile):
+def _compiled(model, do_sample, jit_compile, penalized=False):
     """The generation `tf.function` for `model`: `jit_compile` True (all XLA), False (no XLA) or
-    None (a plain loop around `xla_greedy_steps` or `xla_decode_step`)."""
+    None (a plain loop around `xla_greedy_steps` or `xla_decode_step`). With `penalized`, it takes
+    two more inputs, the repetition penalty and the no-repeat n-gram size (see `decode`)."""
     functions = _COMPILED.setdefault(model, {})
-    key = (do_sample, jit_compile)
+    key = (do_sample, jit_compile) + (("penalized",) if penalized else ())
     if key not in functions:
         scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
         signature = [
@@ -229,15 +240,16 @@ def _compiled(model, do_sample, jit_compile):
             tf.TensorSpec([2], tf.int32),
             scalar(tf.int32),
             scalar(tf.int32),
-        ]
+        ] + ([scalar(tf.float32), scalar(tf.int32)] if penalized else [])
 
         # A weak reference: the registry's value must not keep its key (the model) alive.
         model_ref = weakref.ref(model)
 
-        def run(ids, mask, max_new, temperature, top_k, top_p, seed, eos, pad):
+        def run(ids, mask, max_new, temperature, top_k, top_p, seed, eos, pad, *penalties):
             model = model_ref()
             return decode(model, ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad,
-                          xla_steps=jit_compile is None, xla_prompt=jit_compile is None and pads_prompts(model))
+                          xla_steps=jit_compile is None, xla_prompt=jit_compile is None and pads_prompts(model),
+                          penalties=Penalties(*penalties) if penalties else None)
 
         functions[key] = tf.function(run, input_signature=signature, jit_compile=bool(jit_compile),
                                      reduce_retracing=True)

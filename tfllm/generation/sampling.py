@@ -1,10 +1,14 @@
-"""Choosing the next token from logits: greedy, or sampling with temperature, top-k and top-p.
+"""Choosing the next token from logits: greedy, or sampling with temperature, top-k and top-p, after
+the optional repetition penalty and n-gram ban (`tfllm.generation.processors`), as transformers
+runs its logits processors before its warpers.
 
 Sampling uses stateless random ops keyed by `(seed, step)`, so a given seed repeats exactly, in
 eager mode, under `tf.function` and in exported graphs alike.
 """
 
 import tensorflow as tf
+
+from tfllm.generation.processors import process_logits
 
 _NEG = tf.float32.min
 
@@ -35,7 +39,7 @@ def filter_top_p(logits, top_p):
     return tf.cond(top_p < 1.0, keep_nucleus, lambda: logits)
 
 
-def next_token(logits, do_sample, temperature, top_k, top_p, seed, step):
+def next_token(logits, do_sample, temperature, top_k, top_p, seed, step, history=None):
     """Picks one token per row.
 
     Args:
@@ -44,11 +48,14 @@ def next_token(logits, do_sample, temperature, top_k, top_p, seed, step):
         temperature, top_k, top_p: scalar tensors (float32, int32, float32).
         seed: `(2,)` int32 seed tensor.
         step: scalar int32, mixed into the seed so each step draws fresh noise.
+        history: the tokens so far and the penalties (`processors.History`), or None for no penalties.
 
     Returns:
         `(batch_size,)` int32 token ids.
     """
     logits = tf.cast(logits, tf.float32)
+    if history is not None:
+        logits = process_logits(logits, history)
     if not do_sample:
         return tf.argmax(logits, axis=-1, output_type=tf.int32)
     logits = logits / temperature
