@@ -24,7 +24,8 @@ def _train(args):
         result = trainer.train(_train_config(args))
     except trainer.TrainingInterrupted as interrupted:
         newline = "\n" if sys.stdout.isatty() else ""  # ends a progress bar's line
-        print(f"{newline}tfllm train: {interrupted}; rerun the same command to resume", file=sys.stderr)
+        rerun = "resume" if interrupted.checkpoint_step is not None else "start again"
+        print(f"{newline}tfllm train: {interrupted}; rerun the same command to {rerun}", file=sys.stderr)
         return EXIT_INTERRUPTED
     resumed = f", resumed at step {result['resumed_from']}" if result["resumed_from"] is not None else ""
     print(f"\ntrained {result['steps']} steps ({result['epochs']} epoch(s) of {result['steps_per_epoch']}){resumed}; "
