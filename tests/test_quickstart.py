@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("quickstart") / "model"
-    result = quickstart.run(folder, quickstart.QuickstartConfig.small(), verbose=0)
+    result = quickstart.run(folder, quickstart.QuickstartConfig.small(), progress="none")
     return folder, result
 
 
@@ -88,6 +88,40 @@ def test_readme_example_runs(trained, tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 — our own README
     assert (tmp_path / "finetuned" / "model.safetensors").exists()
     assert (tmp_path / "finetuned" / "tokenizer.json").exists()
+
+
+def test_a_second_run_reuses_the_finished_model_and_says_so(trained, capsys, monkeypatch):
+    folder, result = trained
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(quickstart, "train", no_training)
+    assert cli.main(["quickstart", "--small", "--output", str(folder), "--no-export"]) == 0
+    out = capsys.readouterr().out
+    assert f"reusing the model already trained in {folder} (tfllm quickstart --retrain trains it again)" in out
+    losses = result["losses"]
+    assert f"loss: {losses[0]:.3f} before training -> {losses[-1]:.3f} after" in out
+
+
+class Retrained(Exception):
+    pass
+
+
+def test_retrain_and_other_settings_train_again(trained, monkeypatch):
+    folder, _ = trained
+    config = quickstart.QuickstartConfig.small()
+
+    def train(output_dir, config, progress):
+        raise Retrained(config.epochs)
+
+    monkeypatch.setattr(quickstart, "train", train)
+    assert quickstart.finished_losses(folder, config) is not None
+    with pytest.raises(Retrained):
+        cli.main(["quickstart", "--small", "--output", str(folder), "--no-export", "--retrain"])
+    with pytest.raises(Retrained, match="2"):  # other settings: not the model asked for
+        cli.main(["quickstart", "--small", "--epochs", "2", "--output", str(folder), "--no-export"])
+    assert quickstart.finished_losses(folder, config) is not None  # the failed runs removed nothing
 
 
 def test_console_script_is_installed():

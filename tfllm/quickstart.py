@@ -4,20 +4,27 @@ The corpus is `pydoc_data.topics`, which ships with every CPython, so nothing is
 """
 
 import dataclasses
+import json
 import logging
 import math
 import os
+from pathlib import Path
 
 import keras
 
+from tfllm.export.versions import atomic_file
+from tfllm.models import AutoModelForCausalLM
 from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
-from tfllm.tokenizers import Tokenizer, train_byte_level_bpe
+from tfllm.progress import Progress
+from tfllm.tokenizers import AutoTokenizer, Tokenizer, train_byte_level_bpe
 from tfllm.training import causal_lm_dataset
+from tfllm.training.callbacks import EpochProgress
 
 logger = logging.getLogger(__name__)
 
 EOT = "<|endoftext|>"
 PROMPTS = ("The for statement", "A class definition", "If the exception")
+SUMMARY_FILE = "quickstart.json"  # settings and losses of a finished run
 
 # How the printed samples are generated. Plain greedy decoding of a model this small loops, often on
 # runs of blank lines. Compared on the full quickstart model (loss 3.17): greedy decoding that never
@@ -71,20 +78,85 @@ def build_backbone(config):
     return backbone
 
 
-def run(output_dir, config=None, verbose=1):
-    """Trains, saves and samples the quickstart model.
+def run(output_dir, config=None, progress="auto", retrain=False):
+    """Trains (or reuses), saves and samples the quickstart model.
+
+    A finished run leaves `quickstart.json` (its settings and losses) in `output_dir`, written
+    last; a later run with the same settings loads that model instead of training again, unless
+    `retrain`. Other settings train again and replace the folder's model (it is quickstart's own).
 
     Args:
         output_dir: where the Hugging Face folder (model + tokenizer) is written.
         config: a `QuickstartConfig`; defaults to the full-size run.
-        verbose: Keras `fit` verbosity (1 shows a progress bar).
+        progress: "auto", "bar", "line" or "none": report the epochs (see `tfllm.progress`).
+        retrain: train again even when `output_dir` holds a model trained with these settings.
 
     Returns:
         A dict with `losses` (per epoch, with the untrained loss first), `samples` (prompt →
-        continuation), `sample_settings` (how they were generated, in words) and `output_dir`.
+        continuation), `sample_settings` (how they were generated, in words), `output_dir`,
+        `perplexity`, `model`, `tokenizer` and `reused` (True when the model was loaded, not trained).
     """
     config = config or QuickstartConfig()
+    losses = None if retrain else finished_losses(output_dir, config)
+    reused = losses is not None
+    if reused:
+        logger.info("Reusing the quickstart model in %s", output_dir)
+        model = AutoModelForCausalLM.from_pretrained(output_dir)
+        tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    else:
+        model, tokenizer, losses = train(output_dir, config, progress)
+
+    return {"losses": losses, "samples": sample(model, tokenizer, config.max_new_tokens),
+            "sample_settings": describe_settings(SAMPLE_SETTINGS), "output_dir": os.fspath(output_dir),
+            "perplexity": math.exp(losses[-1]), "model": model, "tokenizer": tokenizer, "reused": reused}
+
+
+def finished_losses(output_dir, config):
+    """The losses of a finished quickstart run in `output_dir` with `config`'s settings, or None."""
+    path = os.path.join(output_dir, SUMMARY_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    return summary["losses"] if summary.get("config") == dataclasses.asdict(config) else None
+
+
+def train(output_dir, config, progress="auto"):
+    """Trains the quickstart model and saves it with its tokenizer and `quickstart.json` in `output_dir`.
+
+    Returns:
+        `(model, tokenizer, losses)`: losses per epoch, with the untrained loss first.
+    """
+    summary = Path(output_dir) / SUMMARY_FILE
+    summary.unlink(missing_ok=True)  # the folder holds no finished model until the new one is saved
     keras.utils.set_random_seed(0)
+    with Progress("quickstart", mode=progress).stage("train a tokenizer on the Python documentation and tokenize it"):
+        tokenizer, dataset = _tokenized_corpus(config)
+    backbone = build_backbone(dataclasses.replace(config, vocabulary_size=tokenizer.vocab_size))
+    eot = tokenizer.eos_token_id
+    model = GPT2CausalLM(backbone, bos_token_id=eot, eos_token_id=eot)
+    per_epoch = int(dataset.cardinality())
+    steps = per_epoch * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps - steps // 10), warmup_target=config.learning_rate, warmup_steps=max(1, steps // 10)
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    initial_loss = float(model.evaluate(dataset.take(4), verbose=0))
+    epochs = EpochProgress(epochs=config.epochs, steps_per_epoch=per_epoch, mode=progress)
+    history = model.fit(dataset, epochs=config.epochs, verbose=0, shuffle=False, callbacks=[epochs])
+    losses = [initial_loss] + [float(x) for x in history.history["loss"]]
+
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    with atomic_file(summary) as temporary:  # last: it marks a finished run
+        temporary.write_text(json.dumps({"config": dataclasses.asdict(config), "losses": losses}))
+    return model, tokenizer, losses
+
+
+def _tokenized_corpus(config):
     documents = load_corpus(config.max_documents)
     trained = train_byte_level_bpe(documents, vocab_size=config.vocabulary_size, special_tokens=(EOT,))
     # The end-of-text token doubles as padding (masked out), as is usual for GPT-2.
@@ -94,28 +166,7 @@ def run(output_dir, config=None, verbose=1):
     for document in documents:
         stream += tokenizer.encode(document) + [eot]
     logger.info("Corpus: %d documents, %d characters, %d tokens", len(documents), sum(map(len, documents)), len(stream))
-    dataset = causal_lm_dataset(stream, config.sequence_length, config.batch_size, seed=0)
-
-    backbone = build_backbone(dataclasses.replace(config, vocabulary_size=tokenizer.vocab_size))
-    model = GPT2CausalLM(backbone, bos_token_id=eot, eos_token_id=eot)
-    steps = int(dataset.cardinality()) * config.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, steps - steps // 10), warmup_target=config.learning_rate, warmup_steps=max(1, steps // 10)
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01, clipnorm=1.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    initial_loss = float(model.evaluate(dataset.take(4), verbose=0))
-    history = model.fit(dataset, epochs=config.epochs, verbose=verbose, shuffle=False)
-    losses = [initial_loss] + [float(x) for x in history.history["loss"]]
-
-    model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-
-    return {"losses": losses, "samples": sample(model, tokenizer, config.max_new_tokens),
-            "sample_settings": describe_settings(SAMPLE_SETTINGS), "output_dir": os.fspath(output_dir),
-            "perplexity": math.exp(losses[-1]), "model": model, "tokenizer": tokenizer}
+    return tokenizer, causal_lm_dataset(stream, config.sequence_length, config.batch_size, seed=0)
 
 
 def sample(model, tokenizer, max_new_tokens, prompts=PROMPTS, settings=None):
@@ -138,22 +189,35 @@ def describe_settings(settings):
     return f"{method} ({details})" if details else method
 
 
-def export(model, tokenizer, root, config=None):
+def export(model, tokenizer, root, config=None, reuse=False, progress="none"):
     """Exports the trained model as `root/quickstart/<version>` (SavedModel) and `root/quickstart.tflite`,
     and continues the first prompt greedily with each, as a user of that format would run it.
 
+    With `reuse` (the model was reused, not trained), the newest SavedModel version and an existing
+    TFLite file are used as they are. Otherwise the SavedModel gets a new version (a SavedModel
+    export never replaces one) and the TFLite file, quickstart's own output, is replaced.
+
     Returns:
-        A dict with the two paths (`saved_model`, `tflite`) and their continuations (`*_text`).
+        A dict with the two paths (`saved_model`, `tflite`), their continuations (`*_text`) and
+        which of them were reused (`reused`: a set of "saved_model", "tflite").
     """
     from tfllm.export import LiteRTGenerator, saved_model, tflite
     from tfllm.export import signatures as sig
     from tfllm.export.verify import run_in_fresh_process
+    from tfllm.export.versions import versions
 
     config = config or QuickstartConfig()
     prompt, new = PROMPTS[0], config.max_new_tokens
-    saved = saved_model(model, tokenizer, os.path.join(root, "quickstart"), max_new_tokens=new, overwrite=True)
+    base, lite = os.path.join(root, "quickstart"), os.path.join(root, "quickstart.tflite")
+    existing = versions(base) if reuse else []
+    reused = {name for name, found in (("saved_model", existing), ("tflite", reuse and os.path.isfile(lite))) if found}
+    if existing:
+        saved = os.path.join(base, str(existing[-1]))
+    else:
+        saved = saved_model(model, tokenizer, base, max_new_tokens=new, progress=progress)
     reply = run_in_fresh_process(saved, {sig.SERVING_DEFAULT: {sig.TEXT: [prompt]}})  # as TF Serving would
-    lite = tflite(model, os.path.join(root, "quickstart.tflite"), cache_length=min(256, 64 + new))
+    if "tflite" not in reused:
+        tflite(model, lite, cache_length=min(256, 64 + new), overwrite=True, progress=progress)
     lite_text = LiteRTGenerator(lite, tokenizer).generate(prompt, max_new_tokens=new)
     return {"saved_model": saved, "saved_model_text": str(reply[sig.SERVING_DEFAULT][sig.GENERATED_TEXT][0]),
-            "tflite": lite, "tflite_text": lite_text if isinstance(lite_text, str) else lite_text[0]}
+            "tflite": lite, "tflite_text": lite_text if isinstance(lite_text, str) else lite_text[0], "reused": reused}

@@ -7,6 +7,7 @@ import pytest
 import tfllm
 from testing import make_tiny_lm_folder
 from tfllm import cli, quickstart
+from tfllm.export import from_folder
 from tfllm.export.from_folder import default_output
 
 pytest.importorskip("tensorflow_text")
@@ -29,6 +30,8 @@ def test_default_outputs_follow_the_tf_serving_layout():
 def test_export_writes_versions_and_refuses_an_existing_one(folder, tmp_path, capsys):
     base = tmp_path / "saved_models" / "tiny"
     assert cli.main(["export", str(folder), "--output", str(base), "--max-new-tokens", "4"]) == 0
+    # Not a terminal: the steps as plain lines.
+    assert _steps(capsys.readouterr().out) == ["[1/3] trace", "[2/3] write", "[3/3] verify in a fresh process"]
     assert cli.main(["export", str(folder), "--output", str(base), "--max-new-tokens", "4"]) == 0
     assert sorted(os.listdir(base)) == ["1", "2"]
     assert cli.main(["export", str(folder), "--output", str(base), "--version", "1"]) == 2
@@ -36,12 +39,22 @@ def test_export_writes_versions_and_refuses_an_existing_one(folder, tmp_path, ca
     assert sorted(os.listdir(base)) == ["1", "2"]
 
 
-def test_export_tflite_from_the_command_line(folder, tmp_path, capsys):
+def _steps(out):
+    """The export steps reported as done: "[i/n] name"."""
+    return [line.split(": ", 1)[1].rsplit(": done in", 1)[0] for line in out.splitlines() if ": done in " in line]
+
+
+def test_export_tflite_from_the_command_line(folder, tmp_path, capsys, monkeypatch):
     path = tmp_path / "tiny.tflite"
     assert cli.main(["export", str(folder), "--format", "tflite", "--output", str(path), "--cache-length", "32"]) == 0
-    assert path.stat().st_size > 0 and "checked against the Keras model" in capsys.readouterr().out
-    assert cli.main(["export", str(folder), "--format", "tflite", "--output", str(path)]) == 2  # exists
-    assert "overwrite" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert path.stat().st_size > 0 and "checked against the Keras model" in out
+    assert _steps(out) == ["[1/4] trace", "[2/4] convert", "[3/4] write", "[4/4] verify"]
+    # The one overwrite rule: an existing file is refused (before the model is loaded), naming it and the flag.
+    monkeypatch.setattr(from_folder, "_LOADERS", {})
+    assert cli.main(["export", str(folder), "--format", "tflite", "--output", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "--overwrite" in err
 
 
 def test_export_of_a_missing_folder_names_it(tmp_path, capsys):
@@ -57,7 +70,7 @@ def test_unsupported_model_and_format_name_the_supported_formats(folder, tmp_pat
 
 @pytest.mark.slow
 def test_quickstart_exports_a_saved_model_and_a_tflite_file(tmp_path):
-    result = quickstart.run(tmp_path / "quickstart_hf", quickstart.QuickstartConfig.small(), verbose=0)
+    result = quickstart.run(tmp_path / "quickstart_hf", quickstart.QuickstartConfig.small(), progress="none")
     exported = quickstart.export(result["model"], result["tokenizer"], tmp_path, quickstart.QuickstartConfig.small())
     assert exported["saved_model"] == os.path.join(tmp_path, "quickstart", "1")
     assert exported["tflite"] == os.path.join(tmp_path, "quickstart.tflite")
@@ -68,3 +81,13 @@ def test_quickstart_exports_a_saved_model_and_a_tflite_file(tmp_path):
     expected = tokenizer.decode(ids[0], skip_special_tokens=True)
     assert exported["saved_model_text"] == expected
     assert exported["tflite_text"] == expected
+    assert exported["reused"] == set()
+    # A second run that reused the model reuses its exports; one that retrained replaces quickstart's
+    # own .tflite and adds a SavedModel version (no export ever refuses quickstart's second run).
+    again = quickstart.export(result["model"], result["tokenizer"], tmp_path, quickstart.QuickstartConfig.small(),
+                              reuse=True)
+    assert again["reused"] == {"saved_model", "tflite"} and again["saved_model"] == exported["saved_model"]
+    assert again["saved_model_text"] == expected and again["tflite_text"] == expected
+    retrained = quickstart.export(result["model"], result["tokenizer"], tmp_path, quickstart.QuickstartConfig.small())
+    assert retrained["saved_model"] == os.path.join(tmp_path, "quickstart", "2") and retrained["reused"] == set()
+    assert retrained["tflite_text"] == expected

@@ -110,7 +110,7 @@ def test_bert_encoder_with_exact_gelu_matches_keras(bert_folders, tmp_path):
 def test_existing_folder_is_refused_without_overwrite(gpt2, tmp_path):
     (tmp_path / "out").mkdir()
     with pytest.raises(FileExistsError, match=r"overwrite=True"):
-        tfllm.export.onnx(gpt2[0], tmp_path / "out", overwrite=False)
+        tfllm.export.onnx(gpt2[0], tmp_path / "out")  # the default: single-file exports never overwrite
 
 
 def test_failed_conversion_leaves_nothing_and_keeps_the_old_export(gpt2, tmp_path, monkeypatch):
@@ -125,7 +125,7 @@ def test_failed_conversion_leaves_nothing_and_keeps_the_old_export(gpt2, tmp_pat
 
     monkeypatch.setattr(tf2onnx.convert, "from_function", broken)
     with pytest.raises(RuntimeError, match="tf2onnx exploded"):
-        tfllm.export.onnx(gpt2[0], old, cache_length=CACHE_LENGTH, prefill_length=PREFILL_LENGTH)
+        tfllm.export.onnx(gpt2[0], old, cache_length=CACHE_LENGTH, prefill_length=PREFILL_LENGTH, overwrite=True)
     with pytest.raises(RuntimeError, match="tf2onnx exploded"):
         tfllm.export.onnx(gpt2[0], tmp_path / "new", cache_length=CACHE_LENGTH, prefill_length=PREFILL_LENGTH)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -4,8 +4,12 @@ import contextlib
 import io
 import json
 import math
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +100,22 @@ def test_train_writes_tensorboard_scalars_that_match_the_csv(trained):
     assert len(train["step_loss"]) == int(epochs[1]["step"])
 
 
+def test_train_reports_its_steps_without_a_terminal(trained):
+    lines = [line for line in trained["stdout"].splitlines() if line.startswith("epoch ")]
+    # `--progress line`: each epoch's first step, then a line per ~10 s, then its end with the validation.
+    assert [line.split("  ")[0] for line in (lines[0], lines[-1])] == ["epoch 1/2", "epoch 2/2"]
+    assert lines[0].split("  ")[1].startswith("1/") and "val_loss" in lines[-1]
+    assert len(lines) < 12  # not a line per step
+
+
 def test_eval_prints_loss_perplexity_accuracy(trained):
     arguments = ["eval", "--model", str(trained["output"]), "--data", trained["corpus"], "--seq-len", "16",
                  "--batch-size", "4"]
-    code, out, err = run_main(arguments)
+    code, out, err = run_main(arguments + ["--progress", "line"])
     assert code == 0, err
+    batches = [line for line in out.splitlines() if line.startswith("eval  ")]
+    assert batches[0].startswith("eval  1/") and "loss" in batches[-1]
+    out = "\n".join(line for line in out.splitlines() if not line.startswith("eval  "))
     printed = dict(line.split(": ") for line in out.splitlines() if ": " in line)
     loss, perplexity = float(printed["loss"]), float(printed["perplexity"])
     assert perplexity == pytest.approx(math.exp(loss), rel=2e-6)
@@ -118,6 +133,37 @@ def test_a_trained_output_is_not_overwritten_without_the_flag(trained):
     assert code == 2
     assert "Invalid value for argument `output`. Expected a folder without a trained model (or --overwrite)" in err
     assert (trained["output"] / "model.safetensors").read_bytes() == before
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path):
+    """SIGINT once a checkpoint exists: no traceback, no TensorFlow log, the step and the checkpoint's step."""
+    corpus = write_corpus(tmp_path / "corpus.txt")
+    output = tmp_path / "out"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # as a user's shell has it
+    command = [sys.executable, "-m", "tfllm.cli", "train", "--data", corpus, "--output", str(output), *TRAIN,
+               "--epochs", "200", "--checkpoint-every", "2"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (output / "backup" / "latest.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err[-3000:]
+    assert re.fullmatch(r"tfllm train: interrupted at step (\d+), last checkpoint at step (\d+); "
+                        r"rerun the same command to resume\n", err), err[-3000:]
+    step, checkpoint = map(int, re.match(r".* step (\d+), .* step (\d+);", err).groups())
+    assert checkpoint == cb_latest_step(output) and 2 <= checkpoint <= step
+    assert "epoch 1/200  1/" in out
+
+
+def cb_latest_step(output):
+    from tfllm.training import callbacks as cb
+
+    return cb.latest_backup(output / "backup").global_step
 
 
 # === Bad input: exit code 2, a message naming the file and line or the argument, nothing trained ===

@@ -199,3 +199,11 @@ def test_mixed_precision_training_saves_float32_weights(base_model, tmp_path, pr
     assert math.isfinite(result["loss"])
     assert keras.config.dtype_policy().name == "float32"  # the global policy is put back
     assert {value.dtype.name for value in load_file(tmp_path / "out" / "model.safetensors").values()} == {"float32"}
+
+
+def test_training_interrupted_says_the_step_and_the_last_checkpoint():
+    from tfllm.training.trainer import TrainingInterrupted
+
+    assert str(TrainingInterrupted(37, 30)) == "interrupted at step 37, last checkpoint at step 30"
+    assert str(TrainingInterrupted(3, None)) == "interrupted at step 3, no checkpoint yet"
+    assert isinstance(TrainingInterrupted(3, None), KeyboardInterrupt)  # `except KeyboardInterrupt` still catches it

@@ -30,7 +30,7 @@ def default_output(folder, fmt, root="saved_models"):
 
 
 def export_folder(folder, fmt, output=None, task="auto", overwrite=False, version=None, max_new_tokens=32,
-                  quantize=None, cache_length=None):
+                  quantize=None, cache_length=None, progress="none"):
     """Loads `folder` and exports it as `fmt`; returns the written path.
 
     Args:
@@ -39,26 +39,32 @@ def export_folder(folder, fmt, output=None, task="auto", overwrite=False, versio
         output: the SavedModel base folder (versions go under it), the .tflite file or the ONNX
             folder; defaults to `default_output(folder, fmt)`.
         task: which head to export; "auto" reads `architectures` from config.json.
-        overwrite: replace an existing version / file instead of refusing.
+        overwrite: replace an existing version / file instead of refusing (checked before loading).
         version: SavedModel version number (default: the next one).
         max_new_tokens: default generation length of the SavedModel's text signature.
         quantize: TFLite quantization (None, "float16", "dynamic_int8").
         cache_length: KV cache length of TFLite / ONNX decoders.
+        progress: "auto", "bar", "line" or "none": report the export's steps (`tfllm.progress`).
     """
     fmt = check_choice("format", fmt, FORMATS)
     task = check_choice("task", task, TASKS)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"Model folder {folder!r} does not exist.")
+    output = output or default_output(folder, fmt)
+    if fmt != "saved_model" and os.path.exists(output) and not overwrite:  # refused before loading the model
+        raise FileExistsError(
+            f"Invalid value for argument `output`. Expected a path that does not exist yet (or --overwrite / "
+            f"overwrite=True to replace it). Received: output={output!r}, which exists")
     task = auto.task_of_folder(folder) if task == "auto" else task
     model = _LOADERS[task].from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    output = output or default_output(folder, fmt)
     from tfllm import export  # the formats' modules
 
     if fmt == "saved_model":
         extra = {"pooling": sentence_transformers_config(folder)} if task in ("backbone", "masked_lm") else {}
         return export.saved_model(model, tokenizer, output, version=version, overwrite=overwrite,
-                                  max_new_tokens=max_new_tokens, **extra)
+                                  max_new_tokens=max_new_tokens, progress=progress, **extra)
     if fmt == "tflite":
-        return export.tflite(model, output, quantize=quantize, cache_length=cache_length, overwrite=overwrite)
-    return export.onnx(model, output, cache_length=cache_length, overwrite=overwrite)
+        return export.tflite(model, output, quantize=quantize, cache_length=cache_length, overwrite=overwrite,
+                             progress=progress)
+    return export.onnx(model, output, cache_length=cache_length, overwrite=overwrite, progress=progress)

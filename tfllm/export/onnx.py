@@ -12,6 +12,7 @@ from tfllm.export import signatures as sig
 from tfllm.export import steps
 from tfllm.export.verify import ExportVerificationError
 from tfllm.export.versions import atomic_folder
+from tfllm.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +20,8 @@ DEFAULT_OPSET = 17
 LOGITS_ATOL = 1e-4
 
 
-def onnx(model, path, *, opset=DEFAULT_OPSET, cache_length=None, prefill_length=None, overwrite=True, verify=True,
-         verify_prompts=None):
+def onnx(model, path, *, opset=DEFAULT_OPSET, cache_length=None, prefill_length=None, overwrite=False, verify=True,
+         verify_prompts=None, progress="none"):
     """Converts `model` to ONNX: a folder with one `<signature>.onnx` file per signature.
 
     A causal LM gets `logits.onnx` (`input_ids`, `attention_mask` `(batch_size, sequence_length)`
@@ -41,9 +42,11 @@ def onnx(model, path, *, opset=DEFAULT_OPSET, cache_length=None, prefill_length=
         cache_length: positions of the prefill/decode KV cache. Defaults to the model's
             positions, at most 256.
         prefill_length: tokens one `prefill` call takes. Defaults to `min(cache_length, 64)`.
-        overwrite: replace an existing folder instead of refusing.
+        overwrite: replace an existing folder; without it an existing `path` is refused before any work.
         verify: run the onnxruntime check before the folder appears.
         verify_prompts: token-id lists for the greedy check; defaults to random ids.
+        progress: "auto", "bar", "line" or "none": report the steps (trace and convert each graph,
+            verify); see `tfllm.progress`.
 
     Returns:
         `path`, as a string.
@@ -66,15 +69,18 @@ def onnx(model, path, *, opset=DEFAULT_OPSET, cache_length=None, prefill_length=
         graphs.update(steps.step_functions(model, shapes, output_name=sig.kv_cache_output_name))
     else:
         graphs[sig.ENCODE] = (steps.forward_function(model), steps.forward_input_signature())
+    stages = Progress(f"export {path}", len(graphs) + bool(verify), mode=progress)
     with atomic_folder(path, overwrite) as folder:
         for name, (function, input_signature) in graphs.items():
             positional, specs = _positional(function, input_signature)
-            proto, _ = tf2onnx_convert.from_function(
-                positional, input_signature=specs, opset=opset, output_path=str(folder / sig.onnx_file(name))
-            )
+            with stages.stage(f"trace, convert and write {sig.onnx_file(name)}"):
+                proto, _ = tf2onnx_convert.from_function(
+                    positional, input_signature=specs, opset=opset, output_path=str(folder / sig.onnx_file(name))
+                )
             _check_inputs(proto, name, input_signature)
         if verify:
-            report = verify_onnx(folder, model, verify_prompts)
+            with stages.stage("verify in onnxruntime"):
+                report = verify_onnx(folder, model, verify_prompts)
             logger.info("Verified %s in onnxruntime: %s", path, {k: v for k, v in report.items() if not isinstance(v, list)})
     logger.info("Exported %s in %.1f s", path, time.time() - start)
     return str(path)

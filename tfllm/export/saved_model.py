@@ -11,6 +11,7 @@ from tfllm.export import signatures as sig
 from tfllm.export import verify as verify_lib
 from tfllm.export.serving_module import CausalLMServing, ClassifierServing, EncoderServing, Seq2SeqServing
 from tfllm.export.versions import atomic_version
+from tfllm.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def write_warmup(folder, model_name, prompts, max_new_tokens=None, signature_nam
 
 
 def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False, max_new_tokens=32,
-                verify=True, verify_prompts=DEFAULT_PROMPTS, pooling=None):
+                verify=True, verify_prompts=DEFAULT_PROMPTS, pooling=None, progress="none"):
     """Exports `model` with its tokenizer as `export_base/<version>/`, the layout TF Serving polls.
 
     Signatures (see `tfllm/export/signatures.py` and the README), by model kind:
@@ -103,6 +104,8 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
             of them; or the dict `tfllm.checkpoints.sentence_config.sentence_transformers_config(folder)`
             returns (modes, `normalize`, `max_seq_length`, `do_lower_case`), which makes `embed`
             equal to `tfllm.pipeline("sentence-embeddings")` on that folder.
+        progress: "auto", "bar", "line" or "none": report the steps (trace, write, verify); see
+            `tfllm.progress`.
 
     Returns:
         The path of the written version folder.
@@ -110,19 +113,25 @@ def saved_model(model, tokenizer, export_base, *, version=None, overwrite=False,
     start = time.time()
     module = _serving_module(model, tokenizer, max_new_tokens, pooling)
     check_tokens = max(1, min(max_new_tokens, 8))
+    stages = Progress(f"export {export_base}", 3 if verify else 2, mode=progress)
     with atomic_version(export_base, version, overwrite) as staged:
         folder = str(staged.folder)
-        tf.saved_model.save(module, folder, signatures=module.functions)
-        tokenizer.save_pretrained(os.path.join(folder, sig.TOKENIZER_ASSETS))
-        if getattr(module, "max_positions", None):
-            with open(os.path.join(folder, sig.LIMITS_FILE), "w", encoding="utf-8") as file:
-                json.dump({"max_positions": int(module.max_positions)}, file)
-        # Text only: TF Serving's batching session refuses scalar inputs, and warmup goes through it.
-        write_warmup(folder, os.path.basename(os.path.abspath(export_base)), list(verify_prompts),
-                     signature_name=module.signature_defs[0].name)
+        with stages.stage("trace"):
+            for function in module.functions.values():  # traced once here; `save` reuses the traces
+                function.get_concrete_function()
+        with stages.stage("write"):
+            tf.saved_model.save(module, folder, signatures=module.functions)
+            tokenizer.save_pretrained(os.path.join(folder, sig.TOKENIZER_ASSETS))
+            if getattr(module, "max_positions", None):
+                with open(os.path.join(folder, sig.LIMITS_FILE), "w", encoding="utf-8") as file:
+                    json.dump({"max_positions": int(module.max_positions)}, file)
+            # Text only: TF Serving's batching session refuses scalar inputs, and warmup goes through it.
+            write_warmup(folder, os.path.basename(os.path.abspath(export_base)), list(verify_prompts),
+                         signature_name=module.signature_defs[0].name)
         if verify:
-            verify_lib.check_saved_model(folder, model, tokenizer, module.kind, verify_prompts, check_tokens,
-                                         pooling=getattr(module, "pooling", None))
+            with stages.stage("verify in a fresh process"):
+                verify_lib.check_saved_model(folder, model, tokenizer, module.kind, verify_prompts, check_tokens,
+                                             pooling=getattr(module, "pooling", None))
     path = os.path.join(export_base, str(staged.version))
     logger.info("Exported %s in %.1f s", path, time.time() - start)
     return path

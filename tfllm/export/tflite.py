@@ -13,6 +13,7 @@ from tfllm.export import signatures as sig
 from tfllm.export import steps
 from tfllm.export.verify import ExportVerificationError
 from tfllm.export.versions import atomic_file
+from tfllm.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ DEFAULT_MIN_COSINE = 0.99
 
 
 def tflite(model, path, *, quantize=None, cache_length=None, prefill_length=None, sequence_length=None,
-           batch_size=None, overwrite=True, verify=True, verify_prompts=None, min_agreement=DEFAULT_MIN_AGREEMENT):
+           batch_size=None, overwrite=False, verify=True, verify_prompts=None, min_agreement=DEFAULT_MIN_AGREEMENT,
+           progress="none"):
     """Converts `model` to a LiteRT flatbuffer at `path` (TFLite builtin ops only, no Flex).
 
     A causal LM gets the two signatures LiteRT-LM and ai-edge-torch use (see `tfllm.export.steps`):
@@ -52,12 +54,14 @@ def tflite(model, path, *, quantize=None, cache_length=None, prefill_length=None
         prefill_length: tokens one `prefill` call takes. Defaults to `min(cache_length, 64)`.
         sequence_length: encoders: the fixed input length. Defaults to the model's positions, at most 128.
         batch_size: encoders: the fixed batch size. Defaults to 1.
-        overwrite: replace an existing file instead of refusing.
+        overwrite: replace an existing file; without it an existing `path` is refused before any work.
         verify: run the check against the Keras model before the file appears.
         verify_prompts: token-id lists for the check. Defaults to random ids, one prompt longer than
             a prefill window.
         min_agreement: the share of prompt positions where an int8 file's next token must equal the
             Keras model's (a floor against broken files; a trained model reaches ~0.99).
+        progress: "auto", "bar", "line" or "none": report the steps (trace, convert, write, verify);
+            see `tfllm.progress`.
 
     Returns:
         `path`, as a string.
@@ -82,10 +86,14 @@ def tflite(model, path, *, quantize=None, cache_length=None, prefill_length=None
         batch_size = check_int("batch_size", 1 if batch_size is None else batch_size, minimum=1)
         endpoints = {sig.ENCODE: (steps.forward_function(model),
                                   steps.forward_input_signature(batch_size, sequence_length))}
+    stages = Progress(f"export {path}", 4 if verify else 3, mode=progress)
     with atomic_file(path, overwrite) as temporary:
-        temporary.write_bytes(convert(model, endpoints, quantize))
+        flatbuffer = convert(model, endpoints, quantize, progress=stages)
+        with stages.stage("write"):
+            temporary.write_bytes(flatbuffer)
         if verify:
-            _verify(kind, temporary, model, quantize, verify_prompts, min_agreement)
+            with stages.stage("verify"):
+                _verify(kind, temporary, model, quantize, verify_prompts, min_agreement)
     logger.info("Exported %s (%d bytes) in %.1f s", path, os.path.getsize(path), time.time() - start)
     return str(path)
 
@@ -121,26 +129,31 @@ def _encoder_length(model, sequence_length):
     return sequence_length
 
 
-def convert(model, endpoints, quantize=None):
+def convert(model, endpoints, quantize=None, progress=None):
     """Converts `{signature: (fn, input_signature)}` of `model` to a TFLite flatbuffer (bytes).
+
+    `progress` (a `tfllm.progress.Progress`) is told of the "trace" and "convert" stages.
 
     The functions go through `keras.export.ExportArchive` and a SavedModel: converting concrete
     functions with the model as their trackable drops the weights (ENVIRONMENT.md, trap 7).
     Only TFLite builtin ops are allowed, so the file runs without the Flex delegate (trap 8).
     """
+    progress = progress or Progress("convert", mode="none")
     with tempfile.TemporaryDirectory(prefix="tfllm-tflite-") as scratch:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        for name, (function, input_signature) in endpoints.items():
-            archive.add_endpoint(name, function, input_signature=input_signature)
-        archive.write_out(scratch, verbose=False)
+        with progress.stage("trace"):
+            archive = keras.export.ExportArchive()
+            archive.track(model)
+            for name, (function, input_signature) in endpoints.items():
+                archive.add_endpoint(name, function, input_signature=input_signature)
+            archive.write_out(scratch, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(scratch, signature_keys=list(endpoints))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         if quantize in ("float16", "dynamic_int8"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantize == "float16":
             converter.target_spec.supported_types = [tf.float16]
-        return converter.convert()
+        with progress.stage("convert"):
+            return converter.convert()
 
 
 def op_names(path):

@@ -4,6 +4,16 @@
 use needs neither package.
 """
 
-from tfllm.serving.client import Client, ServingClientError
+
+
+def __getattr__(name):
+    # The client's modules pull in TensorFlow (through the export's signature names); import them on
+    # first use so `tfllm.serving.server.options` (the `tfllm serve` flags) stays light.
+    if name in ("Client", "ServingClientError"):
+        from tfllm.serving import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Client", "ServingClientError"]

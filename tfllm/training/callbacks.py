@@ -25,6 +25,7 @@ import numpy as np
 
 from tfllm.errors import check_int
 from tfllm.export.versions import atomic_file, atomic_folder
+from tfllm.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,44 @@ class StopAtStep(keras.callbacks.Callback):
         self.global_step += 1
         if self.global_step >= self.max_steps:
             self.model.stop_training = True
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """`fit`'s progress through `tfllm.progress.Progress`: a bar on a terminal, periodic lines otherwise.
+
+    Keras' own bar counts the batches of each `fit` call, so a resumed epoch would restart at
+    1/<steps>; this one continues from the restored step, and titles each epoch "epoch 3/5".
+
+    Args:
+        epochs: epochs of the whole run.
+        steps_per_epoch: batches in a full epoch.
+        initial_epoch, initial_step: the restored position (0-based epoch, batches done in it).
+        mode, interval, stream: see `Progress`.
+    """
+
+    def __init__(self, *, epochs, steps_per_epoch, initial_epoch=0, initial_step=0, mode="auto", interval=None,
+                 stream=None):
+        super().__init__()
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.initial_epoch, self.initial_step = initial_epoch, initial_step
+        self.options = {"mode": mode, "stream": stream, **({"interval": interval} if interval is not None else {})}
+        self.step, self.progress = initial_step, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.step = self.initial_step if epoch == self.initial_epoch else 0
+        self.progress = Progress(f"epoch {epoch + 1}/{self.epochs}", self.steps_per_epoch, initial=self.step,
+                                 **self.options)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        self.progress.update(self.step, **_shown(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.progress.finish(**_shown(logs))
+
+
+def _shown(logs):
+    return {name: value for name, value in (logs or {}).items() if name != "learning_rate"}
 
 
 class TrainingLog(keras.callbacks.Callback):

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.errors import check_choice, invalid_argument
+from tfllm.progress import Progress
 from tfllm.training import data as data_lib
 
 # Our task names -> the model registry's.
@@ -26,7 +27,7 @@ def family_kwargs(hf_config):
 
 
 def evaluate(model_dir, data, *, task, batch_size=8, seq_len=128, text_field="text", text_pair_field=None,
-             label_field="label", source_field="source", target_field="target", seed=0):
+             label_field="label", source_field="source", target_field="target", seed=0, progress="none"):
     """Loss, perplexity (language-model tasks) and accuracy of a trained folder on `data`.
 
     Args:
@@ -34,6 +35,7 @@ def evaluate(model_dir, data, *, task, batch_size=8, seq_len=128, text_field="te
         data: files (or "pydoc") read as `tfllm train` reads them, every example used.
         task: one of `tfllm.training.data.TASKS`.
         batch_size, seq_len: as in training.
+        progress: "auto", "bar", "line" or "none": report the batches (see `tfllm.progress`).
 
     Returns:
         A dict: `loss` (mean cross-entropy over the weighted tokens, or examples),
@@ -67,13 +69,17 @@ def evaluate(model_dir, data, *, task, batch_size=8, seq_len=128, text_field="te
         decoder_start_token_id=backbone_kwargs.get("decoder_start_token_id"))
     model = from_pretrained(model_dir, MODEL_TASKS[task])
     examples = prepared.validation.unbatch().batch(batch_size)
-    result = evaluate_dataset(model, examples, task)
+    batches = Progress("eval", math.ceil(prepared.validation_examples / batch_size), mode=progress)
+    result = evaluate_dataset(model, examples, task, progress=batches)
     result["examples"] = prepared.validation_examples
     return result
 
 
-def evaluate_dataset(model, dataset, task):
-    """Exact weighted mean loss and accuracy of `model` over `(inputs, labels, sample_weight)` batches."""
+def evaluate_dataset(model, dataset, task, progress=None):
+    """Exact weighted mean loss and accuracy of `model` over `(inputs, labels, sample_weight)` batches.
+
+    `progress`, a `tfllm.progress.Progress`, is told of every batch (with the running loss).
+    """
 
     @tf.function
     def sums(inputs, labels, weights):
@@ -84,8 +90,12 @@ def evaluate_dataset(model, dataset, task):
         return tf.stack([tf.reduce_sum(losses * weights), tf.reduce_sum(correct * weights), tf.reduce_sum(weights)])
 
     totals = np.zeros(3, np.float64)
-    for inputs, labels, weights in dataset:
+    for batch, (inputs, labels, weights) in enumerate(dataset):
         totals += sums(inputs, labels, weights).numpy()
+        if progress is not None:
+            progress.update(batch + 1, loss=totals[0] / max(totals[2], 1.0))
+    if progress is not None:
+        progress.finish(loss=totals[0] / max(totals[2], 1.0))
     if totals[2] == 0:
         raise invalid_argument("data", "at least one weighted token or example to evaluate", "none")
     loss = totals[0] / totals[2]

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import keras
@@ -42,7 +41,7 @@ from tfllm.training.strategy import STRATEGY_NAMES, check_batch_size, get_strate
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "evaluate", "evaluate_dataset", "tiny_config", "train"]
+__all__ = ["TrainConfig", "TrainingInterrupted", "evaluate", "evaluate_dataset", "tiny_config", "train"]
 
 TASKS = data_lib.TASKS
 BACKUP_DIR = "backup"
@@ -50,6 +49,8 @@ TENSORBOARD_DIR = "tensorboard"
 ADAPTERS_DIR = "adapters"
 RUN_FILE = "run.json"
 TOKENIZER_DIR = "tokenizer"
+# `TrainConfig.verbose` (Keras' values) -> `tfllm.progress` modes.
+PROGRESS_MODES = {"auto": "auto", 1: "bar", 2: "line", 0: "none"}
 
 
 @dataclasses.dataclass
@@ -83,8 +84,8 @@ class TrainConfig:
         deterministic: enable TensorFlow's op determinism (same weights run after run).
         max_steps: stop after that many steps (overrides `epochs`).
         overwrite: replace a finished model in `output` instead of refusing.
-        verbose: Keras progress output: "auto" (a bar on a terminal, a line per epoch otherwise),
-            0, 1 or 2.
+        verbose: progress output: "auto" (a bar on a terminal, a line every ~10 s otherwise),
+            1 (the bar), 2 (the lines) or 0 (none); see `tfllm.progress`.
         callbacks: extra Keras callbacks (Python API only).
     """
 
@@ -294,21 +295,27 @@ def _optimizer_kwargs(config, prepared):
 
 
 def _fit(config, model, prepared, resume, metrics, chief):
-    """Runs one `fit` per epoch, each on that epoch's stream (a resumed epoch starts at its saved step)."""
+    """Runs one `fit` per epoch, each on that epoch's stream (a resumed epoch starts at its saved step).
+
+    Raises:
+        TrainingInterrupted: on Ctrl-C, with the step reached and the last checkpoint's.
+    """
     epochs, total = _steps(config, prepared)
     per_epoch = prepared.steps_per_epoch
     epoch, step, done = (resume.epoch, resume.step, resume.global_step) if resume else (0, 0, 0)
     log, backup, callbacks = _callbacks(config, prepared, (epoch, step, done), total, metrics, chief)
-    verbose = (1 if sys.stdout.isatty() else 2) if config.verbose == "auto" else config.verbose
     logs = {}
-    while epoch < epochs and done < total:
-        stream = prepared.epoch(epoch, skip=step)
-        steps = min(per_epoch - step, total - done)  # the last epoch may end at max_steps
-        history = model.fit(stream, epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps,
-                            validation_data=prepared.validation, callbacks=callbacks, verbose=verbose,
-                            shuffle=False)
-        logs = {key: values[-1] for key, values in history.history.items()} or logs
-        epoch, step, done = backup.epoch, backup.step, backup.global_step
+    try:
+        while epoch < epochs and done < total:
+            stream = prepared.epoch(epoch, skip=step)
+            steps = min(per_epoch - step, total - done)  # the last epoch may end at max_steps
+            history = model.fit(stream, epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps,
+                                validation_data=prepared.validation, callbacks=callbacks, verbose=0, shuffle=False)
+            logs = {key: values[-1] for key, values in history.history.items()} or logs
+            epoch, step, done = backup.epoch, backup.step, backup.global_step
+    except KeyboardInterrupt as interrupt:
+        last = cb.latest_backup(backup.backup_dir) if Path(backup.backup_dir).is_dir() else None
+        raise TrainingInterrupted(backup.global_step, last.global_step if last else None) from interrupt
     if not logs:  # nothing left to train: the interrupted run had finished its last step
         rows = cb.read_csv(Path(config.output) / cb.LOG_CSV)
         logs = {k: v for k, v in rows[-1].items() if k not in ("epoch", "step")} if rows else {}
@@ -323,14 +330,27 @@ def _callbacks(config, prepared, position, total, metrics, chief):
     backup = cb.ResumableBackup(output / BACKUP_DIR, steps_per_epoch=per_epoch, save_freq=config.checkpoint_every or
                                 "epoch", initial_epoch=epoch, initial_step=step, initial_global_step=done,
                                 metrics=metrics, enabled=chief)
-    callbacks = [log, *config.callbacks, cb.StopAtStep(total, done), backup, _StopAfterEpoch()]
+    epochs, _ = _steps(config, prepared)
+    progress = cb.EpochProgress(epochs=epochs, steps_per_epoch=per_epoch, initial_epoch=epoch, initial_step=step,
+                                mode=PROGRESS_MODES[config.verbose])
+    callbacks = [log, progress, *config.callbacks, cb.StopAtStep(total, done), backup, _StopAfterEpoch()]
     return log, backup, callbacks
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped `train`: `step` batches were done, the last checkpoint holds `checkpoint_step`
+    (None: no checkpoint yet). Rerunning the same command resumes from that checkpoint."""
+
+    def __init__(self, step, checkpoint_step):
+        self.step, self.checkpoint_step = step, checkpoint_step
+        last = f"last checkpoint at step {checkpoint_step}" if checkpoint_step is not None else "no checkpoint yet"
+        super().__init__(f"interrupted at step {step}, {last}")
 
 
 class _StopAfterEpoch(keras.callbacks.Callback):
     """Ends each `fit` after its epoch: the next epoch needs a stream of its own (see `TrainingData.epoch`).
 
-    `fit` still gets the run's `epochs`, so the progress bar reads "Epoch 3/5".
+    `fit` still gets the run's `epochs`, so the progress reads "epoch 3/5".
     """
 
     def on_epoch_end(self, epoch, logs=None):

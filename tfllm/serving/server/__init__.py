@@ -5,12 +5,16 @@ requests), `ServerApp` (the core with its gRPC and REST front ends) and `serve` 
 main loop with graceful shutdown on SIGTERM / SIGINT).
 """
 
-from tfllm.serving.server.errors import ServingError
 from tfllm.serving.server.options import ServerOptions
 
 
 def __getattr__(name):
-    # The core pulls in TensorFlow; import it on first use so `ServerOptions` stays light.
+    # The core pulls in TensorFlow and the errors gRPC; import them on first use so `ServerOptions`
+    # (what `tfllm serve --help` needs) stays light.
+    if name == "ServingError":
+        from tfllm.serving.server.errors import ServingError
+
+        return ServingError
     if name == "ServingCore":
         from tfllm.serving.server.core import ServingCore
 
