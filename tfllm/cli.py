@@ -102,6 +102,8 @@ def _generate(args):
         top_k=args.top_k,
         top_p=args.top_p,
         seed=args.seed,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
     )
     for text in tokenizer.batch_decode(ids, skip_special_tokens=True):
         print(text)
@@ -126,6 +128,7 @@ def _quickstart(args):
     print(f"\nloss: {losses[0]:.3f} before training -> {losses[-1]:.3f} after "
           f"(per epoch: {', '.join(f'{x:.3f}' for x in losses[1:])}); perplexity {result['perplexity']:.1f}")
     print(f"{'model and tokenizer in' if result['reused'] else 'saved model and tokenizer to'} {result['output_dir']}\n")
+    print(f"samples ({result['sample_settings']}):\n")
     for prompt, text in result["samples"].items():
         print(f"--- {prompt!r}\n{text}\n")
     if not args.no_export:
@@ -136,7 +139,8 @@ def _quickstart(args):
         for name in ("saved_model", "tflite"):
             reused = " (reused: exported from this model by an earlier run)" if name in exported["reused"] else ""
             print(f"--- {name}: {exported[name]}{reused}\n{exported[name + '_text']}\n")
-    print(f"next: tfllm generate {result['output_dir']} \"The with statement\" --max-new-tokens 40")
+    print(f"next: tfllm generate {result['output_dir']} \"The with statement\" --max-new-tokens 40 "
+          "--no-repeat-ngram-size 3")
     return 0
 
 
@@ -259,6 +263,11 @@ def build_parser():
                                "in (0, 1] (default: 1.0, no limit)")
     generate.add_argument("--seed", type=int, default=None,
                           help="with --do-sample: seed of the sampling, for repeatable output (default: none, random)")
+    generate.add_argument("--repetition-penalty", type=float, default=1.0,
+                          help="divide the scores of tokens already in the text by this, as transformers does; "
+                               "above 1 discourages repeats (default: 1.0, off)")
+    generate.add_argument("--no-repeat-ngram-size", type=int, default=0,
+                          help="never produce an n-gram of this many tokens twice (default: 0, off)")
     generate.set_defaults(run=_generate)
 
     quick = commands.add_parser("quickstart", help="train a small GPT-2 on the Python docs, save it, generate",
