@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from tfllm.export.versions import atomic_file
+from tfllm.export.versions import atomic_file, versions
 from tfllm.models import AutoModelForCausalLM
 from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
 from tfllm.progress import Progress
@@ -204,7 +204,6 @@ def export(model, tokenizer, root, config=None, reuse=False, progress="none"):
     from tfllm.export import LiteRTGenerator, saved_model, tflite
     from tfllm.export import signatures as sig
     from tfllm.export.verify import run_in_fresh_process
-    from tfllm.export.versions import versions
 
     config = config or QuickstartConfig()
     prompt, new = PROMPTS[0], config.max_new_tokens
