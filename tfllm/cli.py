@@ -136,9 +136,11 @@ def _quickstart(args):
         print("exporting a SavedModel (TF Serving) and a TFLite file, each checked against the Keras model ...")
         exported = quickstart.export(result["model"], result["tokenizer"], root, config, reuse=result["reused"],
                                      progress=args.progress)
+        print("the exports' continuations: plain greedy decoding, which is what the exported loops compute "
+              "(no n-gram blocking), so a model this small may end in blank lines (trimmed here)\n")
         for name in ("saved_model", "tflite"):
             reused = " (reused: exported from this model by an earlier run)" if name in exported["reused"] else ""
-            print(f"--- {name}: {exported[name]}{reused}\n{exported[name + '_text']}\n")
+            print(f"--- {name}: {exported[name]}{reused}\n{exported[name + '_text'].rstrip()}\n")
     print(f"next: tfllm generate {result['output_dir']} \"The with statement\" --max-new-tokens 40 "
           "--no-repeat-ngram-size 3")
     return 0
