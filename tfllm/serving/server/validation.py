@@ -7,6 +7,7 @@ import math
 import os
 
 import numpy as np
+import tensorflow as tf
 
 from tfllm.export import signatures as sig
 from tfllm.serving.server.errors import invalid_argument
@@ -207,14 +208,12 @@ def check_tensor_proto(name, proto, max_bytes):
     100 bytes can declare gigabytes. A shape must hold exactly the values sent, or, when it is
     filled by repetition, take at most `max_bytes` (the largest request the server accepts).
     """
-    from tensorflow.python.framework import dtypes
-
     dims = [dim.size for dim in proto.tensor_shape.dim]
     if proto.tensor_shape.unknown_rank or any(size < 0 for size in dims):
         raise invalid_argument(f"Input {name} is not a valid TensorProto: shape {dims} is not fully defined")
     declared = math.prod(dims)
-    dtype = dtypes.as_dtype(proto.dtype)
-    itemsize = max(dtype.size if dtype != dtypes.string else 0, 8)
+    dtype = tf.dtypes.as_dtype(proto.dtype)
+    itemsize = max(dtype.size if dtype != tf.string else 0, 8)
     present = _values_present(proto, dtype)
     if present > declared or (present != declared and declared * itemsize > max_bytes):
         raise invalid_argument(
