@@ -49,7 +49,7 @@ def export_tiny_model(base, max_new_tokens, num_layers=2, hidden_dim=32):
 
     from tfllm.export import saved_model
     from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
-    from tfllm.quickstart import load_corpus
+    from tfllm.training.data import pydoc_texts as load_corpus
     from tfllm.tokenizers import Tokenizer, train_byte_level_bpe
 
     keras.utils.set_random_seed(0)

@@ -30,7 +30,7 @@ def _version():
     try:
         return metadata.version("tfllm")
     except metadata.PackageNotFoundError:  # run from a source tree
-        import tfllm
+        import tfllm  # lazy: --help without TensorFlow
 
         return tfllm.__version__
 
@@ -88,7 +88,7 @@ def _quiet(verbose):
 
 
 def _generate(args):
-    import tfllm
+    import tfllm  # lazy: --help without TensorFlow
 
     tokenizer = tfllm.AutoTokenizer.from_pretrained(args.model_dir, padding_side="left")
     model = tfllm.AutoModelForCausalLM.from_pretrained(args.model_dir)
@@ -112,7 +112,7 @@ def _generate(args):
 
 
 def _quickstart(args):
-    from tfllm import quickstart
+    from tfllm import quickstart  # lazy: --help without TensorFlow
 
     config = quickstart.QuickstartConfig.small() if args.small else quickstart.QuickstartConfig()
     if args.epochs is not None:
@@ -147,7 +147,7 @@ def _quickstart(args):
 
 
 def _export(args):
-    from tfllm.export.from_folder import export_folder
+    from tfllm.export.from_folder import export_folder  # lazy: --help without TensorFlow
 
     path = export_folder(args.model_dir, args.format, output=args.output, task=args.task, overwrite=args.overwrite,
                          version=args.version, max_new_tokens=args.max_new_tokens,
@@ -158,7 +158,7 @@ def _export(args):
 
 
 def _attention(args):
-    import tfllm
+    import tfllm  # lazy: --help without TensorFlow
     from tfllm import inspect
 
     tokenizer = tfllm.AutoTokenizer.from_pretrained(args.model_dir)
@@ -185,7 +185,7 @@ def _head_argument(value):
 def _embed(args):
     import numpy as np
 
-    import tfllm
+    import tfllm  # lazy: --help without TensorFlow
 
     # The feature-extraction pipeline's pooled path, so the CLI and the library give the same vectors.
     extractor = tfllm.pipeline("feature-extraction", model=args.model_dir)
@@ -206,9 +206,9 @@ def _embed(args):
 
 
 def _serve(args):
-    from tfllm.serving.server.app import serve
+    from tfllm.serving.server.app import serve  # lazy: --help without TensorFlow
     from tfllm.serving.server.errors import ServingError
-    from tfllm.serving.server.options import ServerOptions
+    from tfllm.serving.server.options import ServerOptions  # lazy: --help without TensorFlow
 
     options = ServerOptions.from_args(args)
 
@@ -331,7 +331,7 @@ def build_parser():
 
     cli_training.add_parsers(commands, common, _progress_argument)
 
-    from tfllm.serving.server.options import ServerOptions
+    from tfllm.serving.server.options import ServerOptions  # lazy: --help without TensorFlow
 
     serve = commands.add_parser("serve", help="serve SavedModels over TF Serving's gRPC and REST APIs", parents=[common],
                                 description="Flags are tensorflow_model_server's (--port, --rest_api_port, "

@@ -9,7 +9,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 def _train_config(args):
     """`tfllm train`'s flags as a `TrainConfig`."""
-    from tfllm.training.trainer import TrainConfig
+    from tfllm.training.trainer import TrainConfig  # lazy: --help without TensorFlow
 
     names = [field.name for field in dataclasses.fields(TrainConfig) if field.name not in ("callbacks", "verbose")]
     config = TrainConfig(**{name: getattr(args, name) for name in names})
@@ -18,7 +18,7 @@ def _train_config(args):
 
 
 def _train(args):
-    from tfllm.training import trainer
+    from tfllm.training import trainer  # lazy: --help without TensorFlow
 
     try:
         result = trainer.train(_train_config(args))
@@ -48,7 +48,7 @@ def _metrics_line(metrics):
 
 
 def _eval(args):
-    from tfllm.training import trainer
+    from tfllm.training import trainer  # lazy: --help without TensorFlow
 
     metrics = trainer.evaluate(args.model, args.data, task=args.task, batch_size=args.batch_size,
                                seq_len=args.seq_len, text_field=args.text_field, text_pair_field=args.text_pair_field,

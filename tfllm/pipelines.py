@@ -104,7 +104,7 @@ def _encoded_batches(tokenizer, rows, batch_size, **tokenizer_kwargs):
 
 def _require_mask_token(tokenizer):
     if tokenizer.mask_token_id is None:
-        raise invalid_argument("tokenizer", "a tokenizer with a mask_token (such as BERT's [MASK])", tokenizer)
+        raise invalid_argument("tokenizer", "a tokenizer with a mask_token (such as [MASK])", tokenizer)
     return tokenizer
 
 

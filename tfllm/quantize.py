@@ -35,7 +35,6 @@ model.generate(ids, max_new_tokens=64)
 """
 
 import logging
-import weakref
 
 import keras
 import numpy as np
@@ -45,13 +44,13 @@ from tfllm.errors import invalid_argument
 from tfllm.layers.embeddings import TokenEmbedding
 from tfllm.layers.lora import LoRADense
 from tfllm.layers.tracking import name_scopes_of, replace_sublayer
+from tfllm.models.pretrained import build_model
 
 logger = logging.getLogger(__name__)
 
 QUANTIZATION_MODES = ("int8", "float16", "bfloat16")
 INT8_MAX = 127.0
 MATVEC_MAX_ROWS = 16  # up to this many rows, the fused XLA product beats dequantize + matmul
-_QUANTIZED = weakref.WeakKeyDictionary()  # model -> mode
 _REFUSED = (
     "This layer holds {mode} weights from tfllm.quantize; the float32 weights are gone. "
     "Save or export the model before quantizing it."
@@ -227,9 +226,9 @@ def _check(model, mode):
     if mode not in QUANTIZATION_MODES:
         raise invalid_argument("mode", f"one of {', '.join(map(repr, QUANTIZATION_MODES))}", mode)
     layers = [child for *_, child in _children(model, {id(model)})]
-    if model in _QUANTIZED or any(isinstance(layer, _QuantizedWeights) for layer in layers):
+    if model.runtime.quantization is not None or any(isinstance(layer, _QuantizedWeights) for layer in layers):
         raise invalid_argument("model", "a model that is not quantized yet (load it again to quantize it "
-                               "another way)", f"{type(model).__name__} quantized to {_QUANTIZED.get(model)}")
+                               "another way)", f"{type(model).__name__} quantized to {model.runtime.quantization}")
     if any(isinstance(layer, LoRADense) for layer in layers):
         raise invalid_argument("model", "a model without LoRA adapters (merge_lora(model) first)",
                                f"{type(model).__name__} with adapters")
@@ -264,8 +263,6 @@ def quantize(model, mode):
     """
     _check(model, mode)
     if not model.built:
-        from tfllm.models.pretrained import build_model  # noqa: PLC0415 (models sit above this module)
-
         build_model(model)
     before = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.weights)
     targets = _targets(model)
@@ -274,8 +271,8 @@ def quantize(model, mode):
         with name_scopes_of(variable):
             new = (QuantizedTokenEmbedding if isinstance(layer, TokenEmbedding) else QuantizedDense)(layer, mode)
         replace_sublayer(parent, attribute, layer, new, index)
-    _QUANTIZED[model] = mode
-    _forget_compiled_functions(model)
+    model.runtime.quantization = mode
+    model.runtime.invalidate()
     after = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.weights)
     logger.info("Quantized %d layers of %s to %s: weights %.1f MB -> %.1f MB", len(targets),
                 type(model).__name__, mode, before / 1e6, after / 1e6)
@@ -284,10 +281,4 @@ def quantize(model, mode):
 
 def quantization_mode(model):
     """The mode `quantize` gave `model`, or None."""
-    return _QUANTIZED.get(model)
-
-
-def _forget_compiled_functions(model):
-    from tfllm.generation import loop  # generation sits above this module; imported on use
-
-    loop.forget_compiled(model)
+    return model.runtime.quantization

@@ -12,17 +12,21 @@ from pathlib import Path
 
 import keras
 
+from tfllm.export import LiteRTGenerator, saved_model, tflite
+from tfllm.export import signatures as sig
+from tfllm.export.verify import run_in_fresh_process
 from tfllm.export.versions import atomic_file, versions
-from tfllm.models import AutoModelForCausalLM
-from tfllm.models.gpt2 import GPT2Backbone, GPT2CausalLM
+from tfllm.models import AutoModelForCausalLM, presets, tasks
+from tfllm.models.pretrained import build_task_model
 from tfllm.progress import Progress
-from tfllm.tokenizers import AutoTokenizer, Tokenizer, train_byte_level_bpe
+from tfllm.tokenizers import AutoTokenizer
 from tfllm.training import causal_lm_dataset
+from tfllm.training.builders import end_of_text_tokenizer
 from tfllm.training.callbacks import EpochProgress
+from tfllm.training.data import pydoc_texts
 
 logger = logging.getLogger(__name__)
 
-EOT = "<|endoftext|>"
 PROMPTS = ("The for statement", "A class definition", "If the exception")
 SUMMARY_FILE = "quickstart.json"  # settings and losses of a finished run
 
@@ -55,27 +59,15 @@ class QuickstartConfig:
                    batch_size=16, epochs=1, max_new_tokens=16, max_documents=12)
 
 
-def load_corpus(max_documents=0):
-    """Returns the Python documentation topics, one string per topic."""
-    from pydoc_data.topics import topics
-
-    names = sorted(topics)
-    if max_documents:
-        names = names[:max_documents]
-    return [topics[name] for name in names]
-
-
-def build_backbone(config):
-    backbone = GPT2Backbone(
-        vocabulary_size=config.vocabulary_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        hidden_dim=config.hidden_dim,
-        intermediate_dim=4 * config.hidden_dim,
-        max_sequence_length=max(256, config.sequence_length),
-        dropout=0.0,
-    )
-    return backbone
+def build_model(config, tokenizer):
+    """The untrained causal LM of `config`'s shape (`tfllm.models.presets` picks the family), with
+    the tokenizer's end-of-text token as its bos and eos token."""
+    eot = tokenizer.eos_token_id
+    hf_config = presets.new_model_config(
+        tasks.CAUSAL_LM, tokenizer.vocab_size, num_layers=config.num_layers, num_heads=config.num_heads,
+        hidden_dim=config.hidden_dim, max_positions=max(256, config.sequence_length), dropout=0.0,
+        bos_token_id=eot, eos_token_id=eot)
+    return build_task_model(hf_config, tasks.CAUSAL_LM)
 
 
 def run(output_dir, config=None, progress="auto", retrain=False):
@@ -132,9 +124,7 @@ def train(output_dir, config, progress="auto"):
     keras.utils.set_random_seed(0)
     with Progress("quickstart", mode=progress).stage("train a tokenizer on the Python documentation and tokenize it"):
         tokenizer, dataset = _tokenized_corpus(config)
-    backbone = build_backbone(dataclasses.replace(config, vocabulary_size=tokenizer.vocab_size))
-    eot = tokenizer.eos_token_id
-    model = GPT2CausalLM(backbone, bos_token_id=eot, eos_token_id=eot)
+    model = build_model(config, tokenizer)
     per_epoch = int(dataset.cardinality())
     steps = per_epoch * config.epochs
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -157,10 +147,8 @@ def train(output_dir, config, progress="auto"):
 
 
 def _tokenized_corpus(config):
-    documents = load_corpus(config.max_documents)
-    trained = train_byte_level_bpe(documents, vocab_size=config.vocabulary_size, special_tokens=(EOT,))
-    # The end-of-text token doubles as padding (masked out), as is usual for GPT-2.
-    tokenizer = Tokenizer(trained.backend_tokenizer, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
+    documents = pydoc_texts(config.max_documents)
+    tokenizer = end_of_text_tokenizer(documents, config.vocabulary_size)
     eot = tokenizer.eos_token_id
     stream = []
     for document in documents:
@@ -201,10 +189,6 @@ def export(model, tokenizer, root, config=None, reuse=False, progress="none"):
         A dict with the two paths (`saved_model`, `tflite`), their continuations (`*_text`) and
         which of them were reused (`reused`: a set of "saved_model", "tflite").
     """
-    from tfllm.export import LiteRTGenerator, saved_model, tflite
-    from tfllm.export import signatures as sig
-    from tfllm.export.verify import run_in_fresh_process
-
     config = config or QuickstartConfig()
     prompt, new = PROMPTS[0], config.max_new_tokens
     base, lite = os.path.join(root, "quickstart"), os.path.join(root, "quickstart.tflite")

@@ -9,7 +9,7 @@ from testing import TINY_BERT, TINY_LLAMA, make_hf_gpt2, make_hf_model
 @pytest.fixture(scope="session")
 def gpt2_folder(tmp_path_factory):
     """A random GPT-2 (vocabulary 300) with a byte-level BPE tokenizer trained on Python's docs."""
-    from tfllm.quickstart import load_corpus
+    from tfllm.training.data import pydoc_texts as load_corpus
     from tfllm.tokenizers import train_byte_level_bpe
 
     folder = tmp_path_factory.mktemp("export_gpt2")

@@ -213,7 +213,7 @@ def trained(tmp_path_factory):
 
 @pytest.mark.slow
 def test_dynamic_int8_of_a_trained_model_agrees_with_float32(trained, tmp_path):
-    from tfllm.quickstart import load_corpus
+    from tfllm.training.data import pydoc_texts as load_corpus
 
     model, tokenizer = trained
     prompts = [tokenizer.encode(text)[:48] for text in load_corpus(40)[20:40]]  # topics it did not train on

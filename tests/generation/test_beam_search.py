@@ -7,7 +7,6 @@ import tensorflow as tf
 import tfllm
 from tfllm.generation import beam_search
 from tfllm.generation.beam import EARLY_STOPPING_CODES
-from tfllm.generation.loop import _COMPILED
 from testing import (
     TINY_LLAMA,
     assert_beam_matches_transformers,
@@ -101,10 +100,10 @@ def test_xla_eager_and_graph_give_the_same_tokens(reference):
 def test_compiled_functions_are_cached_per_setting(reference):
     model, ids, mask = reference["model"], reference["ids"], reference["mask"]
     model.generate(ids, attention_mask=mask, max_new_tokens=2, num_beams=2, length_penalty=0.5)
-    functions = dict(_COMPILED[model])
+    functions = dict(model.runtime.compiled)
     model.generate(ids[:1], attention_mask=mask[:1], max_new_tokens=3, num_beams=2, length_penalty=1.5,
                    early_stopping="never")
-    assert _COMPILED[model] == functions  # one function per beam count, whatever the other settings
+    assert model.runtime.compiled == functions  # one function per beam count, whatever the other settings
     assert ("beam_search", 2, 1, None) in functions  # None: the default, an XLA step in a plain loop
 
 

@@ -6,19 +6,22 @@ import os
 
 from tfllm.checkpoints.sentence_config import sentence_transformers_config
 from tfllm.errors import check_choice
-from tfllm.models import auto
+from tfllm.export.onnx import onnx
+from tfllm.export.saved_model import saved_model
+from tfllm.export.tflite import tflite
+from tfllm.models import auto, tasks
 from tfllm.tokenizers import AutoTokenizer
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("saved_model", "tflite", "onnx")
-TASKS = ("auto", "causal_lm", "seq2seq_lm", "sequence_classification", "backbone")
+TASKS = ("auto", tasks.CAUSAL_LM, tasks.SEQ2SEQ_LM, tasks.SEQUENCE_CLASSIFICATION, tasks.BACKBONE)
 _LOADERS = {
-    "causal_lm": auto.AutoModelForCausalLM,
-    "seq2seq_lm": auto.AutoModelForSeq2SeqLM,
-    "sequence_classification": auto.AutoModelForSequenceClassification,
-    "backbone": auto.AutoModel,
-    "masked_lm": auto.AutoModel,  # exported as an encoder: its embeddings
+    tasks.CAUSAL_LM: auto.AutoModelForCausalLM,
+    tasks.SEQ2SEQ_LM: auto.AutoModelForSeq2SeqLM,
+    tasks.SEQUENCE_CLASSIFICATION: auto.AutoModelForSequenceClassification,
+    tasks.BACKBONE: auto.AutoModel,
+    tasks.MASKED_LM: auto.AutoModel,  # exported as an encoder: its embeddings
 }
 
 
@@ -58,13 +61,11 @@ def export_folder(folder, fmt, output=None, task="auto", overwrite=False, versio
     task = auto.task_of_folder(folder) if task == "auto" else task
     model = _LOADERS[task].from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    from tfllm import export  # the formats' modules
-
     if fmt == "saved_model":
-        extra = {"pooling": sentence_transformers_config(folder)} if task in ("backbone", "masked_lm") else {}
-        return export.saved_model(model, tokenizer, output, version=version, overwrite=overwrite,
+        extra = {"pooling": sentence_transformers_config(folder)} if model.task == tasks.BACKBONE else {}
+        return saved_model(model, tokenizer, output, version=version, overwrite=overwrite,
                                   max_new_tokens=max_new_tokens, progress=progress, **extra)
     if fmt == "tflite":
-        return export.tflite(model, output, quantize=quantize, cache_length=cache_length, overwrite=overwrite,
+        return tflite(model, output, quantize=quantize, cache_length=cache_length, overwrite=overwrite,
                              progress=progress)
-    return export.onnx(model, output, cache_length=cache_length, overwrite=overwrite, progress=progress)
+    return onnx(model, output, cache_length=cache_length, overwrite=overwrite, progress=progress)

@@ -11,34 +11,32 @@ from tfllm.export import signatures as sig
 from tfllm.export import verify as verify_lib
 from tfllm.export.serving_module import CausalLMServing, ClassifierServing, EncoderServing, Seq2SeqServing
 from tfllm.export.versions import atomic_version
+from tfllm.models import tasks
 from tfllm.progress import Progress
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPTS = ("The", "def main():", "Hello, world")
-ENCODER_MODEL_TYPES = ("bert",)  # backbones whose call returns `sequence_output` for the embed signature
 SUPPORTED = (
-    "causal LMs (AutoModelForCausalLM: task 'causal_lm'), seq2seq LMs (AutoModelForSeq2SeqLM: task "
-    "'seq2seq_lm', T5), sequence classifiers (AutoModelForSequenceClassification: task "
-    f"'sequence_classification') and encoders (AutoModel on a folder of model_type {', '.join(ENCODER_MODEL_TYPES)})"
+    "models that declare it in their `export_formats`: causal LMs (AutoModelForCausalLM), seq2seq LMs "
+    "(AutoModelForSeq2SeqLM), sequence classifiers (AutoModelForSequenceClassification) and encoders "
+    "(AutoModel on a folder of an encoder family)"
 )
+# The serving module of each task that has a SavedModel export; an encoder backbone's is `EncoderServing`.
+SERVING_MODULES = {tasks.CAUSAL_LM: CausalLMServing, tasks.SEQ2SEQ_LM: Seq2SeqServing}
 
 
 def _serving_module(model, tokenizer, max_new_tokens, pooling=None):
     task = getattr(model, "task", None)
-    if task == "causal_lm":
-        return CausalLMServing(model, tokenizer, max_new_tokens)
-    if task == "seq2seq_lm":
-        return Seq2SeqServing(model, tokenizer, max_new_tokens)
-    if task == "sequence_classification":
+    if tasks.SAVED_MODEL not in getattr(model, "export_formats", ()):
+        raise NotImplementedError(f"SavedModel export supports {SUPPORTED}; {tasks.describe(model)} is not supported.")
+    if task in SERVING_MODULES:
+        return SERVING_MODULES[task](model, tokenizer, max_new_tokens)
+    if task == tasks.SEQUENCE_CLASSIFICATION:
         return ClassifierServing(model, tokenizer, pooling)
-    model_type = getattr(model, "model_type", None)
-    if task is None and model_type in ENCODER_MODEL_TYPES:
+    if task == tasks.BACKBONE and model.is_encoder:
         return EncoderServing(model, tokenizer, pooling)
-    raise NotImplementedError(
-        f"SavedModel export supports {SUPPORTED}; {type(model).__name__} (task {task!r}, model_type "
-        f"{model_type!r}) is not supported."
-    )
+    raise NotImplementedError(f"SavedModel export has no signatures for {tasks.describe(model)}.")
 
 
 def write_warmup(folder, model_name, prompts, max_new_tokens=None, signature_name=sig.SERVING_DEFAULT):

@@ -8,6 +8,7 @@ from tfllm.checkpoints.sentence_config import PLAIN_FOLDER_POOLING
 from tfllm.errors import invalid_argument
 from tfllm.export import signatures as sig
 from tfllm.generation.loop import decode
+from tfllm.generation.protocol import DecodeState
 from tfllm.layers.pooling import POOLING_MODES, pool
 from tfllm.tokenizers import in_graph
 
@@ -157,15 +158,15 @@ class CausalLMServing(Serving):
         ids, mask = left_align(input_ids, attention_mask)
         with tf.control_dependencies(self._check_length(mask, max_new_tokens)):
             logits, state, _ = self.model.prefill(ids, mask, max_new_tokens)
-        return {sig.LOGITS: tf.cast(logits, tf.float32), sig.KV_CACHE_TENSOR: tf.stack(state["cache"], axis=0),
-                sig.PADDING_MASK: state["padding_mask"], sig.PROMPT_LENGTH: state["prompt_length"][0]}
+        return {sig.LOGITS: tf.cast(logits, tf.float32), sig.KV_CACHE_TENSOR: tf.stack(state.cache, axis=0),
+                sig.PADDING_MASK: state.padding_mask, sig.PROMPT_LENGTH: state.prompt_length[0]}
 
     def _stream_decode(self, token, step, kv_cache, padding_mask, prompt_length):
         batch = tf.shape(token)[0]
-        state = {"cache": tuple(tf.unstack(kv_cache, num=self.num_layers, axis=0)),
-                 "padding_mask": padding_mask, "prompt_length": tf.fill([batch], prompt_length)}
+        state = DecodeState(tuple(tf.unstack(kv_cache, num=self.num_layers, axis=0)), padding_mask,
+                            tf.fill([batch], prompt_length))
         logits, state = self.model.decode_step(token, step, state)
-        return {sig.LOGITS: tf.cast(logits, tf.float32), sig.KV_CACHE_TENSOR: tf.stack(state["cache"], axis=0)}
+        return {sig.LOGITS: tf.cast(logits, tf.float32), sig.KV_CACHE_TENSOR: tf.stack(state.cache, axis=0)}
 
 
 class Seq2SeqServing(CausalLMServing):
@@ -250,7 +251,7 @@ class EncoderServing(Serving):
         self.codec = in_graph.from_tokenizer(tokenizer)
         if not hasattr(self.codec, "encode"):
             raise NotImplementedError(
-                f"The {sig.EMBED} signature needs a WordPiece (BERT) tokenizer; this one is {type(self.codec).__name__}."
+                f"The {sig.EMBED} signature needs a WordPiece tokenizer; this one is {type(self.codec).__name__}."
             )
         self.pooling = pooling_config(pooling)
         self.max_seq_length = self.pooling["max_seq_length"] or self.codec.max_length

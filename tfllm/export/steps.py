@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfllm.errors import check_int, invalid_argument
 from tfllm.export import signatures as sig
+from tfllm.models import tasks
 
 logger = logging.getLogger(__name__)
 
@@ -43,29 +44,21 @@ def require(module, extra):
 
 
 def export_kind(model):
-    """"causal_lm" (prefill/decode steps), "encoder" (one forward), or None when TFLite/ONNX cannot take it."""
-    if getattr(model, "task", None) == "causal_lm":
-        return "causal_lm"
-    if getattr(model, "model_type", None) == "bert":
-        return "encoder"
-    return None
-
-
-def supported_formats(model):
-    """The export formats tfllm writes for `model`, e.g. `("saved_model", "tflite", "onnx")`."""
-    kind = export_kind(model)
-    formats = ("saved_model",) if kind == "causal_lm" else ()
-    return formats + (("tflite", "onnx") if kind else ())
+    """How a TFLite/ONNX export runs `model`: "causal_lm" (prefill/decode steps over a KV cache),
+    "encoder" (one forward pass), or None when the model does not declare those formats (its
+    `export_formats`, see `tfllm.models.tasks`)."""
+    if tasks.TFLITE not in getattr(model, "export_formats", ()):
+        return None
+    return "causal_lm" if model.task == tasks.CAUSAL_LM else "encoder"
 
 
 def unsupported(model, format_name):
     """The NotImplementedError for exporting `model` as `format_name`, naming what it does support."""
-    formats = ", ".join(supported_formats(model)) or "none yet"
+    formats = ", ".join(getattr(model, "export_formats", ())) or "none yet"
     return NotImplementedError(
-        f"{format_name} export supports decoder-only causal LMs (AutoModelForCausalLM: GPT-2, Llama, Mistral, "
-        f"Qwen2) and BERT encoders (AutoModel, AutoModelForSequenceClassification, AutoModelForMaskedLM). "
-        f"{type(model).__name__} (task {getattr(model, 'task', None)!r}, model_type "
-        f"{getattr(model, 'model_type', None)!r}) supports: {formats}."
+        f"{format_name} export takes models that declare it in their `export_formats`: causal LMs "
+        f"(AutoModelForCausalLM) and encoders (AutoModel, AutoModelForSequenceClassification, "
+        f"AutoModelForMaskedLM of an encoder family). {tasks.describe(model)} supports: {formats}."
     )
 
 

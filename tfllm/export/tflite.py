@@ -11,6 +11,7 @@ import tensorflow as tf
 from tfllm.errors import check_choice, check_float, check_int, invalid_argument
 from tfllm.export import signatures as sig
 from tfllm.export import steps
+from tfllm.export.litert_generator import LiteRTGenerator
 from tfllm.export.verify import ExportVerificationError
 from tfllm.export.versions import atomic_file
 from tfllm.progress import Progress
@@ -174,8 +175,6 @@ def op_names(path):
 
 def verify_tflite(path, model, prompts=None, max_new_tokens=8):
     """Compares a decoder's TFLite file with the Keras model; see `steps.compare_with_keras` for the report."""
-    from tfllm.export.litert_generator import LiteRTGenerator
-
     generator = LiteRTGenerator(path)
     shapes = steps.step_shapes(model, generator.cache_length, generator.prefill_length)
     prompts = prompts or steps.default_prompts(model, shapes, max_new_tokens)

@@ -15,6 +15,7 @@ import tempfile
 import numpy as np
 
 from tfllm.export import signatures as sig
+from tfllm.layers.pooling import pool
 
 logger = logging.getLogger(__name__)
 
@@ -235,8 +236,6 @@ def keras_embeddings(backbone, tokenizer, texts, pooling):
         backbone: a model returning `{"sequence_output": ...}`.
         pooling: `{"pooling", "normalize", "max_seq_length", "do_lower_case"}`.
     """
-    from tfllm.layers.pooling import pool
-
     texts = [(text.lower() if pooling["do_lower_case"] else text).strip() for text in texts]
     max_length = pooling["max_seq_length"] or tokenizer.model_max_length
     batch = tokenizer(texts, return_tensors="np", padding=True, truncation=max_length is not None, max_length=max_length)

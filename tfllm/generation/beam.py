@@ -16,7 +16,7 @@ import collections
 
 import tensorflow as tf
 
-from tfllm.generation.loop import _compiled_for, cache_room, xla_decode_step
+from tfllm.generation.loop import compiled_for, cache_room, xla_decode_step
 from tfllm.generation.processors import Penalties, process_logits, prompt_history
 
 # transformers' score for candidates that must not be chosen (not a mask value: it is added to
@@ -217,4 +217,4 @@ def compiled_beam_search(model, num_beams, num_return_sequences, jit_compile, pe
         return tf.function(run, input_signature=signature, jit_compile=bool(jit_compile), reduce_retracing=True)
 
     key = ("beam_search", num_beams, num_return_sequences, jit_compile) + (("penalized",) if penalized else ())
-    return _compiled_for(model, key, make)
+    return compiled_for(model, key, make)

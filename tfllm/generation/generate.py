@@ -145,7 +145,7 @@ def generate(
     ids, mask = left_align(ids, mask)
     if not model.built:  # variables must exist before the compiled loop traces (it cannot create them)
         model.build()
-    if jit_compile is None and _is_quantized(model):
+    if jit_compile is None and model.runtime.quantization is not None:
         jit_compile = False  # XLA's CPU fusion recomputes each int8 product's inputs per output unit: slower
     jit_compile = None if jit_compile is None else bool(jit_compile)
     if num_beams > 1:
@@ -171,8 +171,3 @@ def generate(
     )
     return output[:, added:]
 
-
-def _is_quantized(model):
-    from tfllm.quantize import quantization_mode  # quantize sits above generation's imports; imported on use
-
-    return quantization_mode(model) is not None

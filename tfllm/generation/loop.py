@@ -14,17 +14,12 @@ loop and a few compiled programs; compiling the whole loop (`jit_compile=True`) 
 for every prompt length.
 """
 
-import weakref
 
 import numpy as np
 import tensorflow as tf
 
 from tfllm.generation.processors import Penalties, append, prompt_history
 from tfllm.generation.sampling import next_token
-
-# model -> {key: tf.function}; `decode`'s keys are (do_sample, jit_compile), other modes' keys are
-# tuples that start with the mode's name (see `_compiled_for`).
-_COMPILED = weakref.WeakKeyDictionary()
 
 # The KV cache holds prompt + new tokens rounded up to a multiple of this many positions: the
 # compiled decode chunk or step (whose shapes include the cache length) is reused across nearby lengths.
@@ -36,15 +31,6 @@ CHUNK = 16
 # The default loop's XLA prompt pass sees prompts left-padded to a power of two of at least this many
 # positions (`pad_prompts`), so a handful of compiled prompt passes serve every prompt length.
 MIN_PROMPT_BUCKET = 8
-
-
-def forget_compiled(model):
-    """Drops every traced function that captured `model`'s layers: generation's and Keras'
-    `train_function` / `test_function` / `predict_function` (after layers were replaced: LoRA, quantization)."""
-    _COMPILED.pop(model, None)
-    for name in ("train_function", "test_function", "predict_function"):
-        if hasattr(model, name):
-            setattr(model, name, None)
 
 
 def cache_room(prompt_length, max_new_tokens):
@@ -79,7 +65,7 @@ def _xla_method(model, name):
 
         return tf.function(method, jit_compile=True, autograph=False)
 
-    return _compiled_for(model, ("xla", name), make)
+    return compiled_for(model, ("xla", name), make)
 
 
 def xla_prefill(model):
@@ -110,7 +96,7 @@ def xla_greedy_steps(model):
 
         return tf.function(steps, jit_compile=True, autograph=False)
 
-    return _compiled_for(model, ("xla_greedy_steps",), make)
+    return compiled_for(model, ("xla_greedy_steps",), make)
 
 
 def decode_steps(model, count, token, step, state, done, max_new_tokens, do_sample, temperature, top_k, top_p, seed,
@@ -226,9 +212,9 @@ def _compiled(model, do_sample, jit_compile, penalized=False):
     """The generation `tf.function` for `model`: `jit_compile` True (all XLA), False (no XLA) or
     None (a plain loop around `xla_greedy_steps` or `xla_decode_step`). With `penalized`, it takes
     two more inputs, the repetition penalty and the no-repeat n-gram size (see `decode`)."""
-    functions = _COMPILED.setdefault(model, {})
     key = (do_sample, jit_compile) + (("penalized",) if penalized else ())
-    if key not in functions:
+
+    def make(model_ref):
         scalar = lambda dtype: tf.TensorSpec([], dtype)  # noqa: E731
         signature = [
             tf.TensorSpec([None, None], tf.int32),
@@ -242,18 +228,15 @@ def _compiled(model, do_sample, jit_compile, penalized=False):
             scalar(tf.int32),
         ] + ([scalar(tf.float32), scalar(tf.int32)] if penalized else [])
 
-        # A weak reference: the registry's value must not keep its key (the model) alive.
-        model_ref = weakref.ref(model)
-
         def run(ids, mask, max_new, temperature, top_k, top_p, seed, eos, pad, *penalties):
             model = model_ref()
             return decode(model, ids, mask, max_new, do_sample, temperature, top_k, top_p, seed, eos, pad,
                           xla_steps=jit_compile is None, xla_prompt=jit_compile is None and pads_prompts(model),
                           penalties=Penalties(*penalties) if penalties else None)
 
-        functions[key] = tf.function(run, input_signature=signature, jit_compile=bool(jit_compile),
-                                     reduce_retracing=True)
-    return functions[key]
+        return tf.function(run, input_signature=signature, jit_compile=bool(jit_compile), reduce_retracing=True)
+
+    return compiled_for(model, key, make)
 
 
 def pads_prompts(model):
@@ -262,15 +245,12 @@ def pads_prompts(model):
     return not getattr(model, "is_encoder_decoder", False)
 
 
-def _compiled_for(model, key, make):
-    """The function cached for `model` under `key`, built once by `make(model_ref)`.
-
-    `make` receives a weak reference to the model: the registry's value must not keep its key alive.
-    """
-    functions = _COMPILED.setdefault(model, {})
-    if key not in functions:
-        functions[key] = make(weakref.ref(model))
-    return functions[key]
+def compiled_for(model, key, make):
+    """The function kept for `model` under `key` in `model.runtime` (see `tfllm.models.runtime`),
+    made once by `make(model_ref)`; `model_ref` is a weak reference, so the function does not keep its
+    model alive. `decode`'s keys are `(do_sample, jit_compile, ...)`; other modes' keys are tuples that
+    start with the mode's name."""
+    return model.runtime.function(key, make)
 
 
 def left_align(token_ids, padding_mask):

@@ -2,32 +2,17 @@
 
 from tfllm.checkpoints import load_config
 from tfllm.models import bert, gpt2, llama, pretrained, t5
+from tfllm.models import tasks as task_names
+from tfllm.models.registry import FAMILIES, family_of, get_family, register
 
 # One line per family package; a family may serve several model_types (see `aliases`).
-_FAMILY_LIST = (
+for _family in (
     bert.FAMILY,
     gpt2.FAMILY,
     llama.FAMILY,
     t5.FAMILY,
-)
-FAMILIES = {}
-for _family in _FAMILY_LIST:
-    for _model_type in (_family.model_type, *_family.aliases):
-        FAMILIES[_model_type] = _family
-
-
-def get_family(model_type):
-    """Returns the registered `ModelFamily` for `model_type`, or raises listing the supported ones."""
-    if model_type not in FAMILIES:
-        raise ValueError(
-            f"Unsupported model_type {model_type!r} in config.json. tfllm supports: {', '.join(sorted(FAMILIES))}"
-        )
-    return FAMILIES[model_type]
-
-
-def family_of(model):
-    """Returns the `ModelFamily` a backbone or task model belongs to."""
-    return get_family(getattr(model, "model_type", None))
+):
+    register(_family)
 
 
 def task_of_folder(folder):
@@ -99,28 +84,28 @@ class AutoConfig:
 class AutoModel(_AutoModelBase):
     """The family's backbone (hidden states out)."""
 
-    task = "backbone"
+    task = task_names.BACKBONE
 
 
 class AutoModelForCausalLM(_AutoModelBase):
     """The family's causal language model (logits out, `generate`)."""
 
-    task = "causal_lm"
+    task = task_names.CAUSAL_LM
 
 
 class AutoModelForMaskedLM(_AutoModelBase):
     """The family's masked language model (logits over the vocabulary at every position)."""
 
-    task = "masked_lm"
+    task = task_names.MASKED_LM
 
 
 class AutoModelForSequenceClassification(_AutoModelBase):
     """The family's sequence classifier; pass `num_labels=` when the checkpoint has no head."""
 
-    task = "sequence_classification"
+    task = task_names.SEQUENCE_CLASSIFICATION
 
 
 class AutoModelForSeq2SeqLM(_AutoModelBase):
     """The family's encoder-decoder language model."""
 
-    task = "seq2seq_lm"
+    task = task_names.SEQ2SEQ_LM

@@ -2,6 +2,8 @@
 
 import tensorflow as tf
 
+from tfllm.generation.protocol import DecodeState
+from tfllm.models import tasks
 from tfllm.models.decoder import task_outputs
 from tfllm.models.inputs import unpack_inputs
 from tfllm.models.task import TaskModel
@@ -31,8 +33,9 @@ class CausalLM(TaskModel):
         `"logits"` and `"hidden_states"` and/or `"attentions"` (see `tfllm.models.decoder.run_blocks`).
     """
 
-    task = "causal_lm"
+    task = tasks.CAUSAL_LM
     model_type = None
+    export_formats = tasks.EXPORT_FORMATS
 
     def __init__(self, backbone, bos_token_id=None, eos_token_id=None, pad_token_id=None, **kwargs):
         super().__init__(backbone, **kwargs)
@@ -68,22 +71,21 @@ class CausalLM(TaskModel):
 
         Returns:
             `(logits, state, prefix)`: the next-token logits `(batch_size, vocabulary_size)`, the
-            decoding state (cache, padding mask, prompt length) and the prompt ids the output
-            starts with. See `tfllm.generation.loop.decode`.
+            `DecodeState` (cache, padding mask, prompt length) and the prompt ids the output
+            starts with. See `tfllm.generation.protocol`.
         """
         batch_size, prompt_length = tf.shape(token_ids)[0], tf.shape(token_ids)[1]
         full_mask = tf.concat([padding_mask, tf.ones([batch_size, max_new_tokens], tf.int32)], axis=1)
         cache = self.init_cache(batch_size, prompt_length + max_new_tokens)
         hidden, cache = self.call_with_cache(token_ids, full_mask, cache, 0)
         logits = self.compute_logits(hidden[:, -1:, :])[:, 0, :]  # the head only where it is needed
-        state = {"cache": cache, "padding_mask": full_mask, "prompt_length": tf.fill([batch_size], prompt_length)}
-        return logits, state, token_ids
+        return logits, DecodeState(cache, full_mask, tf.fill([batch_size], prompt_length)), token_ids
 
     def decode_step(self, token, step, state):
         """Feeds the `step`-th new token `(batch_size,)`; returns `(logits, state)`."""
-        index = state["prompt_length"][0] + step
-        hidden, cache = self.call_with_cache(token[:, None], state["padding_mask"], state["cache"], index)
-        return self.compute_logits(hidden)[:, 0, :], {**state, "cache": cache}
+        index = state.prompt_length[0] + step
+        hidden, cache = self.call_with_cache(token[:, None], state.padding_mask, state.cache, index)
+        return self.compute_logits(hidden)[:, 0, :], state._replace(cache=cache)
 
     def init_cache(self, batch_size, cache_length):
         return self.backbone.init_cache(batch_size, cache_length)
@@ -94,13 +96,3 @@ class CausalLM(TaskModel):
 
     def task_config(self):
         return {"bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id}
-
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Continues prompts; see `tfllm.generation.generate` for the arguments.
-
-        Returns:
-            `(batch_size, prompt_length + generated)` int32 token ids.
-        """
-        from tfllm.generation import generate  # generation sits above models; imported on use
-
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)

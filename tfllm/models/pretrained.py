@@ -16,15 +16,11 @@ import numpy as np
 from tfllm.checkpoints import (
     StateDict, export_weights, find_weight_files, load_config, load_weights, open_state_dict, save_folder,
 )
+from tfllm.models import tasks
+from tfllm.models.registry import family_of, get_family
 from tfllm.models.sizing import check_model_size
 
 logger = logging.getLogger(__name__)
-
-
-def _registry():
-    from tfllm.models import auto  # the registry imports every family; imported late to avoid a cycle
-
-    return auto
 
 
 def strip_prefix(state_dict, prefix):
@@ -99,6 +95,49 @@ def _accepted(task_class, config_task_kwargs):
     return {key: value for key, value in config_task_kwargs.items() if key in parameters}
 
 
+def _new_model(family, backbone_kwargs, config_task_kwargs, task, task_kwargs):
+    """The family's backbone, or its `task` model around a new backbone (not built)."""
+    backbone = family.backbone(**backbone_kwargs)
+    if task == tasks.BACKBONE:
+        return backbone
+    if task not in family.tasks:
+        raise NotImplementedError(
+            f"`{family.model_type}` models have no `{task}` task in tfllm. Supported: {sorted(family.tasks)}"
+        )
+    task_class = family.tasks[task]
+    config_kwargs = _accepted(task_class, config_task_kwargs)
+    if "num_labels" in task_kwargs and "id2label" not in task_kwargs:
+        config_kwargs.pop("id2label", None)  # a new label count gets default names, as in transformers
+    return task_class(backbone=backbone, **{**config_kwargs, **task_kwargs})
+
+
+def build_task_model(hf_config, task, **task_kwargs):
+    """A model with fresh (initialised) weights, as `from_pretrained` builds it before loading.
+
+    Args:
+        hf_config: a Hugging Face `config.json` dict (its `model_type` picks the family).
+        task: one of `tfllm.models.tasks.TASKS` the family has.
+        **task_kwargs: overrides for the task model's constructor (`num_labels`, `id2label`, ...).
+
+    Returns:
+        The built model.
+    """
+    family = get_family(hf_config.get("model_type"))
+    backbone_kwargs, config_task_kwargs = family.config_from_hf(hf_config)
+    return build_model(_new_model(family, backbone_kwargs, config_task_kwargs, task, task_kwargs))
+
+
+def config_kwargs(hf_config):
+    """`(backbone_kwargs, task_kwargs)`: a `config.json` dict in tfllm's constructor vocabulary
+    (`vocabulary_size`, `max_sequence_length`, `decoder_start_token_id`, ...)."""
+    return get_family(hf_config.get("model_type")).config_from_hf(hf_config)
+
+
+def family_tasks(hf_config):
+    """The task names the family of a `config.json` dict has (besides `tasks.BACKBONE`)."""
+    return tuple(sorted(get_family(hf_config.get("model_type")).tasks))
+
+
 def drop_absent_optional(entries, state_dict, optional, source):
     """Drops the entries whose keys are all absent and match an `optional` regex, and warns naming them.
 
@@ -135,7 +174,7 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
             before anything is built; see `tfllm.models.sizing`).
     """
     hf_config = load_config(folder)
-    family = _registry().get_family(hf_config.get("model_type"))
+    family = get_family(hf_config.get("model_type"))
     if expected_model_type is not None and family.model_type != expected_model_type:
         raise ValueError(
             f"The checkpoint in {folder} is a `{family.model_type}` model, not `{expected_model_type}`. "
@@ -146,23 +185,11 @@ def from_pretrained(folder, task, expected_model_type=None, **task_kwargs):
     # Memory-mapped where the format allows: checked whole before anything is built, read tensor by
     # tensor while assigning.
     state_dict = strip_prefix(open_state_dict(folder), family.hf_prefix)
-    backbone = family.backbone(**backbone_kwargs)
-    if task == "backbone":
-        model = backbone
-    else:
-        if task not in family.tasks:
-            raise NotImplementedError(
-                f"`{family.model_type}` models have no `{task}` task in tfllm. Supported: {sorted(family.tasks)}"
-            )
-        task_class = family.tasks[task]
-        config_kwargs = _accepted(task_class, config_task_kwargs)
-        if "num_labels" in task_kwargs and "id2label" not in task_kwargs:
-            config_kwargs.pop("id2label", None)  # a new label count gets default names, as in transformers
-        model = task_class(backbone=backbone, **{**config_kwargs, **task_kwargs})
+    model = _new_model(family, backbone_kwargs, config_task_kwargs, task, task_kwargs)
     with deferred_initializers() as created:
         build_model_without_running(model)
-    entries = family.weight_table(backbone)
-    if task != "backbone":
+    entries = family.weight_table(model if task == tasks.BACKBONE else model.backbone)
+    if task != tasks.BACKBONE:
         entries = entries + model.head_weight_table()
     entries = drop_absent_optional(entries, state_dict, getattr(model, "optional_hf_keys", ()), folder)
     load_weights(entries, state_dict, source=str(folder), ignorable=family.ignorable)
@@ -175,10 +202,10 @@ def save_pretrained(model, folder):
 
     The names and layouts are PyTorch's, so `transformers` loads the folder as it loads its own.
     """
-    family = _registry().family_of(model)
+    family = family_of(model)
     is_backbone = isinstance(model, family.backbone)
     backbone = model if is_backbone else model.backbone
-    task = "backbone" if is_backbone else model.task
+    task = tasks.BACKBONE if is_backbone else model.task
     entries = family.weight_table(backbone)
     prefix = "" if is_backbone else family.hf_prefix
     state_dict = {prefix + key: value for key, value in export_weights(entries).items()}

@@ -2,13 +2,20 @@
 
 import keras
 
-from tfllm.models import pretrained
+from tfllm.errors import invalid_argument
+from tfllm.generation import generate
+from tfllm.models import pretrained, tasks
+from tfllm.models.runtime import HasRuntime
 
 
-class TaskModel(keras.Model):
+class TaskModel(HasRuntime, keras.Model):
     """A family's backbone and a head. Subclasses set `model_type` and `task`, build the head and
     implement `call`, `head_weight_table` and `task_config` (the constructor arguments besides the
     backbone, which are also the task's `config.json` settings).
+
+    The contract other packages rely on (see `tfllm.models.tasks`): `task`, `is_encoder`,
+    `export_formats`, and `runtime` (compiled functions, quantization, adapters; see
+    `tfllm.models.runtime`).
 
     Args:
         backbone: the family's backbone.
@@ -16,6 +23,8 @@ class TaskModel(keras.Model):
 
     model_type = None
     task = None
+    is_encoder = False
+    export_formats = ()
     is_encoder_decoder = False  # True: `generate`'s output starts with a decoder start token, not the prompt
 
     def __init__(self, backbone, **kwargs):
@@ -29,6 +38,20 @@ class TaskModel(keras.Model):
 
     def build_from_config(self, config):
         self.build()
+
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        """Continues prompts (causal LM) or generates targets (seq2seq LM); see
+        `tfllm.generation.generate` for the arguments.
+
+        Returns:
+            int32 token ids: `(batch_size, prompt_length + generated)` for a causal LM; for an
+            encoder-decoder, `(batch_size, 1 + generated)` starting with `decoder_start_token_id`,
+            as transformers' output does.
+        """
+        if self.task not in tasks.GENERATIVE:
+            raise invalid_argument("model", f"a model of a generative task ({', '.join(tasks.GENERATIVE)})",
+                                   tasks.describe(self))
+        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
 
     def head_weight_table(self):
         """Weight entries of the head beyond the backbone's (none when tied), keyed by full HF names."""

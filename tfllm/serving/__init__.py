@@ -10,7 +10,7 @@ def __getattr__(name):
     # The client's modules pull in TensorFlow (through the export's signature names); import them on
     # first use so `tfllm.serving.server.options` (the `tfllm serve` flags) stays light.
     if name in ("Client", "ServingClientError"):
-        from tfllm.serving import client
+        from tfllm.serving import client  # lazy: PEP 562: the client loads on first use
 
         return getattr(client, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -208,7 +208,7 @@ class _GrpcTransport:
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-        from tfllm.serving import streaming_proto
+        from tfllm.serving import streaming_proto  # lazy: needs grpc, which REST-only clients lack
 
         self._grpc, self._proto = grpc, streaming_proto
         options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]

@@ -20,7 +20,7 @@ WITHOUT_TOKEN_TYPES = ("input_ids", "attention_mask")
 # transformers' tokenizer classes whose `model_input_names` include token_type_ids (the base
 # PreTrainedTokenizerFast's default does too); GPT-2, Llama, T5, RoBERTa... leave them out.
 _TOKEN_TYPE_CLASSES = ("BertTokenizer", "BertTokenizerFast", "PreTrainedTokenizerFast")
-_BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast")
+WORDPIECE_CLASSES = ("BertTokenizer", "BertTokenizerFast")
 
 
 def invalid(name, expected, value):
@@ -366,14 +366,14 @@ def folder_init_kwargs(config, backend):
         for WordPiece tokenizers).
     """
     tokenizer_class = config.get("tokenizer_class")
-    bert_like = tokenizer_class in _BERT_CLASSES or isinstance(backend.model, models.WordPiece)
+    wordpiece_like = tokenizer_class in WORDPIECE_CLASSES or isinstance(backend.model, models.WordPiece)
     names = config.get("model_input_names")
     if names is None:
-        with_types = tokenizer_class in _TOKEN_TYPE_CLASSES or (tokenizer_class is None and bert_like)
+        with_types = tokenizer_class in _TOKEN_TYPE_CLASSES or (tokenizer_class is None and wordpiece_like)
         names = WITH_TOKEN_TYPES if with_types else WITHOUT_TOKEN_TYPES
     kwargs = {"model_input_names": list(names)}
     for name in ("sep_token", "cls_token", "mask_token"):
-        value = config.get(name) or (wordpiece.DEFAULT_SPECIAL_TOKENS[name] if bert_like else None)
+        value = config.get(name) or (wordpiece.DEFAULT_SPECIAL_TOKENS[name] if wordpiece_like else None)
         if value:
             kwargs[name] = value["content"] if isinstance(value, dict) else value
     return kwargs

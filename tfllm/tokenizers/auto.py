@@ -16,8 +16,7 @@ from tfllm.tokenizers.tokenizer import Tokenizer
 logger = logging.getLogger(__name__)
 
 _SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token")
-_GPT2_CLASSES = ("GPT2Tokenizer", "GPT2TokenizerFast")
-_BERT_CLASSES = ("BertTokenizer", "BertTokenizerFast")
+_BYTE_LEVEL_CLASSES = ("GPT2Tokenizer", "GPT2TokenizerFast")
 # transformers writes int(1e30) for "no limit".
 _NO_LIMIT = 10**18
 _NOT_YET = {
@@ -219,13 +218,13 @@ def _add_config_tokens(backend, config):
 
 def _init_kwargs(config, backend):
     init = {k: _content(config[k]) for k in _SPECIAL_KEYS if k in config}
-    gpt2 = config.get("tokenizer_class") in _GPT2_CLASSES or (
+    end_of_text = config.get("tokenizer_class") in _BYTE_LEVEL_CLASSES or (
         "tokenizer_class" not in config and backend.token_to_id(bpe.ENDOFTEXT) is not None
     )
-    if gpt2:  # GPT2Tokenizer's defaults for the keys the folder does not set.
+    if end_of_text:  # GPT2Tokenizer's defaults for the keys the folder does not set.
         for key in ("bos_token", "eos_token", "unk_token"):
             init.setdefault(key, bpe.ENDOFTEXT)
-    if config.get("tokenizer_class") in _BERT_CLASSES or isinstance(backend.model, models.WordPiece):
+    if config.get("tokenizer_class") in _utils.WORDPIECE_CLASSES or isinstance(backend.model, models.WordPiece):
         for key in ("unk_token", "pad_token"):  # BertTokenizer's defaults
             init.setdefault(key, wordpiece.DEFAULT_SPECIAL_TOKENS[key])
     max_length = config.get("model_max_length")

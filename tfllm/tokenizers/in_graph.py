@@ -8,8 +8,10 @@ import json
 
 import tensorflow as tf
 
+from tfllm.tokenizers import sentencepiece
+
 # GPT-2's pre-tokenizer without its one lookahead (`\s+(?!\S)`), which RE2 lacks; see `_pre_split`.
-_GPT2_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+"""
+_BYTE_LEVEL_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+"""
 # A private-use character marks split points before splitting; it cannot be typed by accident.
 _MARK = "\U000F0000"
 _NO_MERGE = 2**31 - 1
@@ -108,7 +110,7 @@ class ByteLevelBPE(tf.Module):
         """
         text = tf.strings.regex_replace(text, r"(\s)(\S)", _MARK + r"\1\2")
         pieces = tf.strings.split(text, _MARK)  # (batch, (pieces))
-        words = self._tf_text.regex_split(pieces.flat_values, _GPT2_SPLIT, _GPT2_SPLIT)
+        words = self._tf_text.regex_split(pieces.flat_values, _BYTE_LEVEL_SPLIT, _BYTE_LEVEL_SPLIT)
         return pieces.with_flat_values(words).merge_dims(1, 2)
 
     def _merge(self, symbols):
@@ -302,8 +304,6 @@ class SentencePiece(tf.Module):
             NotImplementedError: the tokenizer keeps no `spiece.model` (loaded from `tokenizer.json`
                 alone), or uses an option this class does not reproduce (named in the message).
         """
-        from tfllm.tokenizers import sentencepiece
-
         proto = getattr(tokenizer, "sentencepiece_model_proto", None)
         if proto is None:
             raise NotImplementedError(

@@ -3,66 +3,64 @@
 Used by `tfllm.training.trainer.train`; every function takes its `TrainConfig`.
 """
 
-import inspect
 import json
 import os
 
 import numpy as np
 
+from tfllm.checkpoints import load_config
 from tfllm.errors import invalid_argument
+from tfllm.models import presets, pretrained, tasks
+from tfllm.tokenizers import AutoTokenizer, Tokenizer, train_byte_level_bpe
+from tfllm.tokenizers.bpe import ENDOFTEXT
 from tfllm.training import data as data_lib
-from tfllm.training.evaluation import MODEL_TASKS, family_kwargs
+from tfllm.training.data import MODEL_TASKS
 
-EOT = "<|endoftext|>"
 
 
 def load_tokenizer(config, saved=None):
     """The run's tokenizer: `saved` (a resumed run's own), `--tokenizer`, `--model`'s, or one trained here."""
-    from tfllm.tokenizers import AutoTokenizer
-
     folder = saved or config.tokenizer or config.model
     return AutoTokenizer.from_pretrained(folder) if folder else train_tokenizer(config)
 
 
 def train_tokenizer(config):
-    """A byte-level BPE tokenizer of `config.vocab_size` tokens trained on the training texts, as
-    `tfllm quickstart` does; its end-of-text token also pads (masked out), as is usual for GPT-2."""
-    from tfllm.tokenizers import Tokenizer, train_byte_level_bpe
-
+    """A byte-level BPE tokenizer of `config.vocab_size` tokens trained on the training texts (see
+    `end_of_text_tokenizer`), as `tfllm quickstart` does."""
     texts = []
     for source in config.data:
         if source in data_lib.BUILTIN_CORPORA:
-            from tfllm.quickstart import load_corpus
-
-            texts += load_corpus()
+            texts += data_lib.pydoc_texts()
             continue
         records = data_lib.read_records(source, fields={config.text_field: "text_field"})
         texts += [str(record.values[config.text_field]) for record in records]
-    trained = train_byte_level_bpe(texts, vocab_size=config.vocab_size, special_tokens=(EOT,))
-    return Tokenizer(trained.backend_tokenizer, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
+    return end_of_text_tokenizer(texts, config.vocab_size)
+
+
+def end_of_text_tokenizer(texts, vocab_size):
+    """A byte-level BPE tokenizer trained on `texts` whose one special token, `<|endoftext|>`, is the
+    bos, eos, unknown and padding token (padding is masked out), as is usual for GPT-style models."""
+    trained = train_byte_level_bpe(texts, vocab_size=vocab_size, special_tokens=(ENDOFTEXT,))
+    return Tokenizer(trained.backend_tokenizer, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT,
+                     pad_token=ENDOFTEXT)
 
 
 def tiny_config(task, tokenizer, seq_len):
-    """The `config.json` of `--config tiny`: 2 layers of width 32; GPT-2, BERT or T5 by task."""
-    vocab, positions = len(tokenizer), max(128, seq_len)
-    if task == "causal_lm":
-        eot = tokenizer.eos_token_id
-        return {"model_type": "gpt2", "vocab_size": vocab, "n_layer": 2, "n_head": 2, "n_embd": 32, "n_inner": 128,
-                "n_positions": positions, "bos_token_id": eot, "eos_token_id": eot, "pad_token_id": eot}
-    if task == "seq2seq":
-        pad = tokenizer.pad_token_id or 0
-        return {"model_type": "t5", "vocab_size": vocab, "d_model": 32, "d_kv": 16, "d_ff": 64, "num_layers": 2,
-                "num_heads": 2, "feed_forward_proj": "relu", "pad_token_id": pad, "decoder_start_token_id": pad,
-                "eos_token_id": tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 1}
-    return {"model_type": "bert", "vocab_size": vocab, "hidden_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": positions,
-            "type_vocab_size": 2, "pad_token_id": tokenizer.pad_token_id or 0}
+    """The `config.json` of `--config tiny`: 2 layers of width 32, of the family `tfllm.models.presets`
+    picks for the task."""
+    model_task = MODEL_TASKS[task]
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if model_task == tasks.CAUSAL_LM:
+        special = dict(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
+    elif model_task == tasks.SEQ2SEQ_LM:
+        special = dict(pad_token_id=pad or 0, eos_token_id=eos if eos is not None else 1)
+    else:
+        special = dict(pad_token_id=pad or 0)
+    return presets.new_model_config(model_task, len(tokenizer), max_positions=max(128, seq_len), **special)
 
 
 def model_config(config, tokenizer):
     """The Hugging Face `config.json` dict of the model to train (`--model`'s, tiny, or `--config FILE`)."""
-    from tfllm.checkpoints import load_config
-
     if config.model is not None:
         return load_config(config.model)
     if config.config == "tiny":
@@ -76,10 +74,11 @@ def datasets(config, tokenizer, hf_config, num_replicas):
 
     The trainer asks for each epoch's batches with `TrainingData.epoch(epoch, skip)`.
     """
-    family, backbone_kwargs, _ = family_kwargs(hf_config)
-    if MODEL_TASKS[config.task] not in family.tasks:
-        raise invalid_argument("task", f"a task `{family.model_type}` models have in tfllm "
-                               f"({', '.join(sorted(family.tasks))})", config.task)
+    backbone_kwargs = pretrained.config_kwargs(hf_config)[0]
+    family_tasks = pretrained.family_tasks(hf_config)
+    if MODEL_TASKS[config.task] not in family_tasks:
+        raise invalid_argument("task", f"a task `{hf_config.get('model_type')}` models have in tfllm "
+                               f"({', '.join(family_tasks)})", config.task)
     if backbone_kwargs.get("vocabulary_size", len(tokenizer)) < len(tokenizer):
         raise invalid_argument("tokenizer", "a tokenizer of at most the model's vocab_size "
                                f"({backbone_kwargs['vocabulary_size']}) tokens", f"{len(tokenizer)} tokens")
@@ -129,8 +128,6 @@ def _checkpoint_label2id(config, hf_config):
 
 def task_model(config, hf_config, prepared):
     """The task model, `--model`'s weights or fresh ones; call it inside the strategy's scope."""
-    from tfllm.models.pretrained import build_model, from_pretrained
-
     task = MODEL_TASKS[config.task]
     kwargs = {}
     if config.task == "classification":
@@ -140,15 +137,11 @@ def task_model(config, hf_config, prepared):
         if prepared.label2id:
             kwargs["id2label"] = {i: str(name) for name, i in prepared.label2id.items()}
     if config.model is not None:
-        model = from_pretrained(config.model, task, **kwargs)
+        model = pretrained.from_pretrained(config.model, task, **kwargs)
     else:
-        family, backbone_kwargs, task_kwargs = family_kwargs(hf_config)
-        task_class = family.tasks[task]
-        accepted = inspect.signature(task_class.__init__).parameters
-        task_kwargs = {k: v for k, v in task_kwargs.items() if k in accepted and k not in kwargs}
-        model = build_model(task_class(backbone=family.backbone(**backbone_kwargs), **task_kwargs, **kwargs))
+        model = pretrained.build_task_model(hf_config, task, **kwargs)
     pooler = getattr(model.backbone, "pooler", None)
-    if config.task == "masked_lm" and pooler is not None:
+    if task == tasks.MASKED_LM and pooler is not None:
         pooler.trainable = False  # the masked-LM head does not use it: no gradient, kept as loaded
     return model
 

@@ -18,12 +18,19 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from pydoc_data.topics import topics as pydoc_topics
+
 from tfllm.errors import check_float, check_int, invalid_argument
+from tfllm.models import tasks as model_tasks
 from tfllm.training.token_arrays import shorten, token_arrays
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("causal_lm", "masked_lm", "classification", "seq2seq")
+# The training tasks (`tfllm train --task`) → the model task (`tfllm.models.tasks`) each one trains.
+MODEL_TASKS = {"causal_lm": model_tasks.CAUSAL_LM, "masked_lm": model_tasks.MASKED_LM,
+               "classification": model_tasks.SEQUENCE_CLASSIFICATION, "seq2seq": model_tasks.SEQ2SEQ_LM}
+TASKS = tuple(MODEL_TASKS)
+LM_TASKS = ("causal_lm", "masked_lm", "seq2seq")  # the tasks with a perplexity
 BUILTIN_CORPORA = ("pydoc",)
 FORMATS = (".txt", ".jsonl")
 
@@ -190,15 +197,20 @@ def _read_data(data, fields, argument):
     return [record for path in paths for record in _read_file(os.fspath(path), fields, argument)]
 
 
-def _pydoc_records(fields, argument):
-    """The Python documentation topics (`pydoc_data.topics`, part of CPython), one record each."""
-    from pydoc_data.topics import topics
+def pydoc_texts(max_documents=0):
+    """The Python documentation topics (`pydoc_data.topics`, part of CPython), one string per topic,
+    sorted by name; the first `max_documents` of them when it is not 0."""
+    names = sorted(pydoc_topics)
+    return [pydoc_topics[name] for name in (names[:max_documents] if max_documents else names)]
 
+
+def _pydoc_records(fields, argument):
+    """The Python documentation topics as records (see `pydoc_texts`)."""
     extra = sorted(set(fields) - {"text"})
     if extra:
         raise DataError(f"pydoc: missing field {extra[0]!r} (argument `{fields[extra[0]]}`); the built-in "
                         f"corpus (argument `{argument}`) has only the field 'text'")
-    return [Record({"text": topics[name]}, f"pydoc:{name}") for name in sorted(topics)]
+    return [Record({"text": pydoc_topics[name]}, f"pydoc:{name}") for name in sorted(pydoc_topics)]
 
 
 # === Building datasets ===

@@ -7,23 +7,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfllm.checkpoints import load_config
 from tfllm.errors import check_choice, invalid_argument
+from tfllm.models import pretrained
 from tfllm.progress import Progress
+from tfllm.tokenizers import AutoTokenizer
 from tfllm.training import data as data_lib
-
-# Our task names -> the model registry's.
-MODEL_TASKS = {"causal_lm": "causal_lm", "masked_lm": "masked_lm", "classification": "sequence_classification",
-               "seq2seq": "seq2seq_lm"}
-LM_TASKS = ("causal_lm", "masked_lm", "seq2seq")
-
-
-def family_kwargs(hf_config):
-    """`(family, backbone_kwargs, task_kwargs)` of a Hugging Face `config.json` dict."""
-    from tfllm.models.auto import get_family
-
-    family = get_family(hf_config.get("model_type"))
-    backbone_kwargs, task_kwargs = family.config_from_hf(hf_config)
-    return family, backbone_kwargs, task_kwargs
+from tfllm.training.data import LM_TASKS, MODEL_TASKS
 
 
 def evaluate(model_dir, data, *, task, batch_size=8, seq_len=128, text_field="text", text_pair_field=None,
@@ -42,16 +32,12 @@ def evaluate(model_dir, data, *, task, batch_size=8, seq_len=128, text_field="te
         `perplexity` (`exp(loss)`, LM tasks only), `accuracy`, `examples`, `tokens` (weighted
         positions counted).
     """
-    from tfllm.checkpoints import load_config
-    from tfllm.models.pretrained import from_pretrained
-    from tfllm.tokenizers import AutoTokenizer
-
     check_choice("task", task, data_lib.TASKS)
     if not os.path.isdir(model_dir):
         raise invalid_argument("model", "an existing folder", model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     hf_config = load_config(model_dir)
-    _, backbone_kwargs, _ = family_kwargs(hf_config)
+    backbone_kwargs, _ = pretrained.config_kwargs(hf_config)
     id2label = hf_config.get("id2label") or {}
     label2id = {name: int(i) for i, name in id2label.items()} if task == "classification" else None
     if label2id and all(name == f"LABEL_{i}" for name, i in label2id.items()):
@@ -67,7 +53,7 @@ def evaluate(model_dir, data, *, task, batch_size=8, seq_len=128, text_field="te
         num_labels=len(id2label) if task == "classification" and id2label else None, label2id=label2id,
         max_positions=backbone_kwargs.get("max_sequence_length"), shuffle=False, seed=seed,
         decoder_start_token_id=backbone_kwargs.get("decoder_start_token_id"))
-    model = from_pretrained(model_dir, MODEL_TASKS[task])
+    model = pretrained.from_pretrained(model_dir, MODEL_TASKS[task])
     examples = prepared.validation.unbatch().batch(batch_size)
     batches = Progress("eval", math.ceil(prepared.validation_examples / batch_size), mode=progress)
     result = evaluate_dataset(model, examples, task, progress=batches)

@@ -38,7 +38,6 @@ import dataclasses
 import json
 import logging
 import os
-import weakref
 
 import keras
 import numpy as np
@@ -51,6 +50,8 @@ from tfllm.layers.attention import MultiHeadAttention
 from tfllm.layers.feedforward import FeedForward
 from tfllm.layers.lora import LoRADense
 from tfllm.layers.tracking import name_scopes_of, replace_sublayer
+from tfllm.models.pretrained import build_model
+from tfllm.models.registry import same_family
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +85,6 @@ class _Target:
 class _State:
     config: dict  # what adapter_config.json records
     frozen: list  # the variables apply_lora froze, made trainable again by merge_lora
-
-
-_STATES = weakref.WeakKeyDictionary()  # model -> _State
 
 
 def _named_layers(layer, path="", seen=None):
@@ -184,7 +182,7 @@ def _resolve(model, target_modules, train_modules):
 
 
 def _check_no_adapters(model, argument="model"):
-    if model in _STATES or any(isinstance(child, LoRADense) for *_, child in _named_layers(model)):
+    if model.runtime.adapters is not None or any(isinstance(child, LoRADense) for *_, child in _named_layers(model)):
         raise invalid_argument(
             argument, "a model without LoRA adapters (merge_lora(model) removes them; or start from a fresh model)",
             f"{type(model).__name__} with adapters",
@@ -193,15 +191,7 @@ def _check_no_adapters(model, argument="model"):
 
 def _ensure_built(model):
     if not model.built:
-        from tfllm.models.pretrained import build_model  # models sit above training helpers; imported on use
-
         build_model(model)
-
-
-def _forget_compiled_functions(model):
-    from tfllm.generation import loop  # generation sits above this module; imported on use
-
-    loop.forget_compiled(model)
 
 
 def _parameter_count(variables):
@@ -252,8 +242,8 @@ def apply_lora(model, *, rank=8, alpha=16, dropout=0.0, target_modules=None, tra
     config = dict(format_version=FORMAT_VERSION, rank=rank, alpha=alpha, dropout=dropout,
                   target_modules=list(target_names), train_modules=list(train_names),
                   model_type=getattr(model, "model_type", None), task=getattr(model, "task", None) or "backbone")
-    _STATES[model] = _State(config, frozen)
-    _forget_compiled_functions(model)
+    model.runtime.adapters = _State(config, frozen)
+    model.runtime.invalidate()
     trainable = _parameter_count(model.trainable_weights)
     logger.info("LoRA rank %d on %d projections (%s): %d trainable parameters of %d", rank, len(targets),
                 ", ".join(target_names), trainable, _parameter_count(model.weights))
@@ -262,7 +252,7 @@ def apply_lora(model, *, rank=8, alpha=16, dropout=0.0, target_modules=None, tra
 
 def _adapters(model, action):
     """`(state, targets holding a LoRADense)` of a model given adapters by `apply_lora`; raises otherwise."""
-    state = _STATES.get(model)
+    state = model.runtime.adapters
     if state is None:
         raise invalid_argument("model", f"a model with LoRA adapters to {action} (see apply_lora)",
                                f"{type(model).__name__} without adapters")
@@ -290,10 +280,10 @@ def merge_lora(model):
         adapter = target.layer
         adapter.base.kernel.assign(keras.ops.cast(adapter.merged_kernel(), adapter.base.kernel.dtype))
         replace_sublayer(target.parent, target.attribute, adapter, adapter.base)
-    del _STATES[model]
+    model.runtime.adapters = None
     for variable in state.frozen:
         variable.trainable = True
-    _forget_compiled_functions(model)
+    model.runtime.invalidate()
     return model
 
 
@@ -331,7 +321,7 @@ def save_adapters(model, folder):
     with atomic_file(os.path.join(folder, ADAPTER_WEIGHTS_NAME)) as path:
         save_file(tensors, str(path), metadata={"format": "tfllm-lora"})
     with atomic_file(os.path.join(folder, ADAPTER_CONFIG_NAME)) as path:
-        path.write_text(json.dumps(_STATES[model].config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(model.runtime.adapters.config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     logger.info("Saved %d adapter tensors to %s", len(tensors), folder)
     return folder
 
@@ -352,10 +342,9 @@ def _read_config(folder, model):
             raise invalid_argument("train_modules", "a list", config["train_modules"])
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{path} is not a valid LoRA adapter config: {error!r}") from error
-    model_type = getattr(model, "model_type", None)
-    if config.get("model_type") != model_type:
+    if not same_family(model, config.get("model_type")):
         raise CheckpointError(f"{path} holds adapters for a `{config.get('model_type')}` model; this model is "
-                              f"`{model_type}` ({type(model).__name__}).")
+                              f"`{getattr(model, 'model_type', None)}` ({type(model).__name__}).")
     return config
 
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tfllm.errors import check_int
 from tfllm.layers import DecoderBlock, LayerNorm, PositionEmbedding, TokenEmbedding
+from tfllm.models import tasks
 from tfllm.models.backbone import Backbone
 from tfllm.models.bert import weights
 from tfllm.models.decoder import run_blocks
@@ -63,6 +64,8 @@ class BertBackbone(Backbone):
     """
 
     model_type = "bert"
+    is_encoder = True
+    export_formats = tasks.EXPORT_FORMATS
     # A BertForMaskedLM checkpoint has no pooler: it then keeps its initial values (with a warning).
     optional_hf_keys = weights.OPTIONAL
 

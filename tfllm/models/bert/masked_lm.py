@@ -5,6 +5,7 @@ from keras import ops
 
 from tfllm.checkpoints import WeightEntry
 from tfllm.layers import LayerNorm, get_activation
+from tfllm.models import tasks
 from tfllm.models.bert import weights
 from tfllm.models.bert.task import BertTask
 
@@ -32,7 +33,8 @@ class BertMaskedLM(BertTask):
     >>> logits = model(tok(["Paris is the [MASK] of France."], return_tensors="tf"))
     """
 
-    task = "masked_lm"
+    task = tasks.MASKED_LM
+    export_formats = (tasks.TFLITE, tasks.ONNX)
 
     def __init__(self, backbone, pad_token_id=None, **kwargs):
         super().__init__(backbone, pad_token_id=pad_token_id, **kwargs)

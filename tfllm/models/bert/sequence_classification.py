@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from tfllm.errors import check_int, invalid_argument
+from tfllm.models import tasks
 from tfllm.models.bert import weights
 from tfllm.models.bert.task import BertTask
 
@@ -35,7 +36,8 @@ class BertSequenceClassification(BertTask):
     >>> logits = model(tok(["great movie"], return_tensors="tf"))
     """
 
-    task = "sequence_classification"
+    task = tasks.SEQUENCE_CLASSIFICATION
+    export_formats = tasks.EXPORT_FORMATS
     head_optional_hf_keys = (r"classifier\.(weight|bias)",)
 
     def __init__(self, backbone, num_labels=2, pad_token_id=None, id2label=None, **kwargs):

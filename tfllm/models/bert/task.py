@@ -1,6 +1,6 @@
 """What every BERT task model shares: the backbone, serialization, loading and saving."""
 
-from tfllm.models import decoder
+from tfllm.models import decoder, tasks
 from tfllm.models.bert import weights
 from tfllm.models.task import TaskModel
 
@@ -19,6 +19,7 @@ class BertTask(TaskModel):
 
     model_type = "bert"
     task = None
+    is_encoder = True
     # Head keys a checkpoint may lack; they keep their initial values and a warning names them.
     head_optional_hf_keys = ()
 

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from tfllm.checkpoints import TRANSPOSE, WeightEntry
+from tfllm.models import tasks
 from tfllm.models.t5.backbone import unpack_seq2seq_inputs
 from tfllm.models.task import TaskModel
 
@@ -59,7 +60,8 @@ class T5Seq2SeqLM(TaskModel):
 
     model_type = "t5"
     is_encoder_decoder = True
-    task = "seq2seq_lm"
+    task = tasks.SEQ2SEQ_LM
+    export_formats = (tasks.SAVED_MODEL,)
     max_sequence_length = None  # relative positions: no table limits the length
 
     def __init__(self, backbone, tie_word_embeddings=True, eos_token_id=1, pad_token_id=0, **kwargs):
@@ -143,17 +145,6 @@ class T5Seq2SeqLM(TaskModel):
             cache_index=index,
         )
         return self.compute_logits(hidden)[:, 0, :], {**state, "cache": cache}
-
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        """Generates targets for the inputs; see `tfllm.generation.generate` for the arguments.
-
-        Returns:
-            `(batch_size, 1 + generated)` int32 token ids, starting with `decoder_start_token_id`
-            as transformers' output does.
-        """
-        from tfllm.generation import generate  # generation sits above models; imported on use
-
-        return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
 
     def head_weight_table(self):
         if self.lm_head is None:

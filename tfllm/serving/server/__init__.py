@@ -12,15 +12,15 @@ def __getattr__(name):
     # The core pulls in TensorFlow and the errors gRPC; import them on first use so `ServerOptions`
     # (what `tfllm serve --help` needs) stays light.
     if name == "ServingError":
-        from tfllm.serving.server.errors import ServingError
+        from tfllm.serving.server.errors import ServingError  # lazy: PEP 562: loads on first use
 
         return ServingError
     if name == "ServingCore":
-        from tfllm.serving.server.core import ServingCore
+        from tfllm.serving.server.core import ServingCore  # lazy: PEP 562: loads on first use
 
         return ServingCore
     if name in ("ServerApp", "serve"):
-        from tfllm.serving.server import app
+        from tfllm.serving.server import app  # lazy: PEP 562: loads on first use
 
         return getattr(app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

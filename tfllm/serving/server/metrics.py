@@ -20,6 +20,8 @@ import logging
 import math
 import threading
 
+from tfllm.serving.server.config import read_text_proto
+
 logger = logging.getLogger(__name__)
 
 # TF Serving's request latency buckets: Exponential(scale=10 µs, growth=1.8, count=33), ~20 minutes.
@@ -168,8 +170,6 @@ def prometheus_path(monitoring_config_file):
     """The metrics path: TF Serving's, or what a text-format MonitoringConfig says (None: disabled)."""
     if not monitoring_config_file:
         return PROMETHEUS_PATH  # TF Serving serves none without the file; tfllm serves them by default
-    from tfllm.serving.server.config import read_text_proto
-
     prometheus = read_text_proto(monitoring_config_file, _monitoring_config_message()).prometheus_config
     return (prometheus.path or PROMETHEUS_PATH) if prometheus.enable else None
 

@@ -31,7 +31,7 @@ class Servable:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (TF-Text ops used by exported tokenizers)
 
-        from tfllm.export.verify import defaults_of, read_saved_model
+        from tfllm.export.verify import defaults_of, read_saved_model  # lazy: imports TensorFlow, as above
 
         self.name, self.version, self.path = name, int(version), os.fspath(path)
         meta_graph = read_saved_model(self.path).meta_graphs[0]
@@ -69,7 +69,7 @@ class Servable:
                 folder = os.path.join(self.path, sig.TOKENIZER_ASSETS)
                 if not os.path.isdir(folder):
                     return None
-                from tfllm.tokenizers import AutoTokenizer
+                from tfllm.tokenizers import AutoTokenizer  # lazy: only versions that stream tokens need it
 
                 self._tokenizer = AutoTokenizer.from_pretrained(folder)
             return self._tokenizer
