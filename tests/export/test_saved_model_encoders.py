@@ -86,7 +86,7 @@ def test_minilm_embed_equals_sentence_transformers_after_fresh_reload(minilm):
 
 def test_minilm_signatures_ops_and_warmup(minilm):
     shown = _saved_model_cli_show(minilm["path"])
-    for signature in sig.saved_model_signatures("encoder"):
+    for signature in sig.saved_model_signatures("backbone"):
         assert f"signature_def['{signature.name}']" in shown
         for tensor in (*signature.inputs, *signature.outputs):
             assert f"['{tensor.name}']" in shown
@@ -132,7 +132,7 @@ def test_classify_equals_pipeline_and_keras_after_fresh_reload(classifier):
 
 def test_classifier_signatures_ops_and_warmup(classifier):
     shown = _saved_model_cli_show(classifier["path"])
-    for signature in sig.saved_model_signatures("classifier"):
+    for signature in sig.saved_model_signatures("sequence_classification"):
         assert f"signature_def['{signature.name}']" in shown
         for tensor in (*signature.inputs, *signature.outputs):
             assert f"['{tensor.name}']" in shown
@@ -144,7 +144,8 @@ def test_check_saved_model_catches_a_different_classifier(classifier):
     other = tfllm.AutoModelForSequenceClassification.from_pretrained(classifier["folder"])
     other.classifier.bias.assign(other.classifier.bias + np.array([0.0, 0.5, 0.0], np.float32))
     with pytest.raises(verify.ExportVerificationError, match="classify output differs"):
-        verify.check_saved_model(classifier["path"], other, classifier["tokenizer"], "classifier", ["good movie"], 1,
+        verify.check_saved_model(classifier["path"], other, classifier["tokenizer"], "sequence_classification",
+                                 ["good movie"], 1,
                                  pooling=pooling_config())
 
 

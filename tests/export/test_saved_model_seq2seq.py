@@ -88,7 +88,7 @@ def test_defaults_signatures_ops_and_warmup(exported):
     shown = subprocess.run([cli, "show", "--dir", str(exported["path"]), "--all"], capture_output=True, text=True,
                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert shown.returncode == 0, shown.stderr[-2000:]
-    for signature in sig.saved_model_signatures("seq2seq"):
+    for signature in sig.saved_model_signatures("seq2seq_lm"):
         assert f"signature_def['{signature.name}']" in shown.stdout
         for tensor in (*signature.inputs, *signature.outputs):
             assert f"['{tensor.name}']" in shown.stdout

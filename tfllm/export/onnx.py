@@ -63,7 +63,7 @@ def onnx(model, path, *, opset=DEFAULT_OPSET, cache_length=None, prefill_length=
     opset = check_int("opset", opset, minimum=13)
     steps.check_arguments_apply(kind, cache_length=cache_length, prefill_length=prefill_length)
     graphs = {}
-    if kind == "causal_lm":
+    if kind == steps.STEPS:
         shapes = steps.step_shapes(model, cache_length, prefill_length)
         graphs[sig.LOGITS] = (steps.forward_function(model), steps.forward_input_signature())
         graphs.update(steps.step_functions(model, shapes, output_name=sig.kv_cache_output_name))

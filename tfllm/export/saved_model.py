@@ -22,21 +22,18 @@ SUPPORTED = (
     "(AutoModelForSeq2SeqLM), sequence classifiers (AutoModelForSequenceClassification) and encoders "
     "(AutoModel on a folder of an encoder family)"
 )
-# The serving module of each task that has a SavedModel export; an encoder backbone's is `EncoderServing`.
-SERVING_MODULES = {tasks.CAUSAL_LM: CausalLMServing, tasks.SEQ2SEQ_LM: Seq2SeqServing}
+# The serving module of each task a SavedModel export takes (`sig.KINDS`); a backbone's is an encoder's.
+SERVING_MODULES = {module.kind: module for module in (CausalLMServing, Seq2SeqServing, EncoderServing,
+                                                      ClassifierServing)}
 
 
 def _serving_module(model, tokenizer, max_new_tokens, pooling=None):
     task = getattr(model, "task", None)
-    if tasks.SAVED_MODEL not in getattr(model, "export_formats", ()):
+    if tasks.SAVED_MODEL not in getattr(model, "export_formats", ()) or task not in SERVING_MODULES:
         raise NotImplementedError(f"SavedModel export supports {SUPPORTED}; {tasks.describe(model)} is not supported.")
-    if task in SERVING_MODULES:
+    if task in tasks.GENERATIVE:
         return SERVING_MODULES[task](model, tokenizer, max_new_tokens)
-    if task == tasks.SEQUENCE_CLASSIFICATION:
-        return ClassifierServing(model, tokenizer, pooling)
-    if task == tasks.BACKBONE and model.is_encoder:
-        return EncoderServing(model, tokenizer, pooling)
-    raise NotImplementedError(f"SavedModel export has no signatures for {tasks.describe(model)}.")
+    return SERVING_MODULES[task](model, tokenizer, pooling)
 
 
 def write_warmup(folder, model_name, prompts, max_new_tokens=None, signature_name=sig.SERVING_DEFAULT):

@@ -10,6 +10,7 @@ from tfllm.export import signatures as sig
 from tfllm.generation.loop import decode
 from tfllm.generation.protocol import DecodeState
 from tfllm.layers.pooling import POOLING_MODES, pool
+from tfllm.models import tasks
 from tfllm.tokenizers import in_graph
 
 _DTYPES = {"string": tf.string, "int32": tf.int32, "float32": tf.float32, "bool": tf.bool}
@@ -75,7 +76,7 @@ class CausalLMServing(Serving):
         max_new_tokens: the default of the `max_new_tokens` input.
     """
 
-    kind = "causal_lm"
+    kind = tasks.CAUSAL_LM
 
     def __init__(self, model, tokenizer, max_new_tokens=32):
         super().__init__(name="tfllm_serving")
@@ -87,7 +88,7 @@ class CausalLMServing(Serving):
         self.eos_id = -1 if eos is None else int(eos)
         pad = model.pad_token_id if model.pad_token_id is not None else max(self.eos_id, 0)
         self.pad_id = int(pad)
-        self.num_layers = len(model.init_cache(1, 1)) if self.kind == "causal_lm" else None  # for stream_decode
+        self.num_layers = len(model.init_cache(1, 1)) if self.kind == tasks.CAUSAL_LM else None  # for stream_decode
         self.signature_defs = sig.saved_model_signatures(self.kind, max_new_tokens)
         self.functions = self._signature_functions({
             sig.SERVING_DEFAULT: self._generate_text, sig.GENERATE_IDS: self._generate_ids, sig.LOGITS: self._logits,
@@ -186,7 +187,7 @@ class Seq2SeqServing(CausalLMServing):
         max_new_tokens: the default of the `max_new_tokens` input.
     """
 
-    kind = "seq2seq"
+    kind = tasks.SEQ2SEQ_LM
 
     def _encode(self, text):
         return left_pad(self.codec.tokenize(text, add_special_tokens=True), self.pad_id)
@@ -243,7 +244,7 @@ class EncoderServing(Serving):
         pooling: see `pooling_config`.
     """
 
-    kind = "encoder"
+    kind = tasks.BACKBONE
 
     def __init__(self, model, tokenizer, pooling=None):
         super().__init__(name="tfllm_serving")
@@ -295,7 +296,7 @@ class ClassifierServing(EncoderServing):
         pooling: the `embed` signature's pooling, see `pooling_config`.
     """
 
-    kind = "classifier"
+    kind = tasks.SEQUENCE_CLASSIFICATION
 
     def __init__(self, model, tokenizer, pooling=None):
         super().__init__(model, tokenizer, pooling)

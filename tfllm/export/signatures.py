@@ -8,6 +8,8 @@ default, and `tfllm serve` honours it).
 
 import dataclasses
 
+from tfllm.models import tasks
+
 # === SavedModel signature names ===
 SERVING_DEFAULT = "serving_default"  # text in, text out (causal LM and seq2seq)
 GENERATE_IDS = "generate_ids"  # token ids in, token ids out
@@ -146,13 +148,18 @@ def _stream_signatures(kind):
     )
 
 
+# The models a SavedModel export takes, by their task (`tfllm.models.tasks`); `BACKBONE` is an
+# encoder's backbone (`is_encoder`).
+KINDS = (tasks.CAUSAL_LM, tasks.SEQ2SEQ_LM, tasks.BACKBONE, tasks.SEQUENCE_CLASSIFICATION)
+
+
 def saved_model_signatures(kind, default_max_new_tokens=32):
-    """The SavedModel signatures for a model kind: "causal_lm", "seq2seq", "encoder" or "classifier".
+    """The SavedModel signatures for a model's task, one of `KINDS`.
 
     The first signature of a kind is the one its warmup records call.
     """
     generation = generation_inputs(default_max_new_tokens)
-    if kind == "causal_lm":
+    if kind == tasks.CAUSAL_LM:
         return (
             Signature(SERVING_DEFAULT, (_TEXT_IN, *generation), (
                 Tensor(GENERATED_TEXT, "string", (None,), doc="prompt + continuation, as transformers' pipeline"),
@@ -164,7 +171,7 @@ def saved_model_signatures(kind, default_max_new_tokens=32):
                       "logits of every position", kind),
             *_stream_signatures(kind),
         )
-    if kind == "seq2seq":
+    if kind == tasks.SEQ2SEQ_LM:
         return (
             # An encoder-decoder's output does not repeat its input: both outputs hold the decoded
             # target, as transformers' text2text pipeline's `generated_text` does.
@@ -180,9 +187,9 @@ def saved_model_signatures(kind, default_max_new_tokens=32):
         )
     embed = Signature(EMBED, (_TEXT_IN,), (Tensor(EMBEDDINGS, "float32", (None, None), doc="(batch, hidden) pooled"),),
                       "pooled sentence embeddings", kind)
-    if kind == "encoder":
+    if kind == tasks.BACKBONE:
         return (embed,)
-    if kind == "classifier":
+    if kind == tasks.SEQUENCE_CLASSIFICATION:
         classify = Signature(
             CLASSIFY, (_TEXT_IN,),
             (Tensor(SCORES, "float32", (None, None), doc="softmax over labels (sigmoid for one label)"),
@@ -190,12 +197,10 @@ def saved_model_signatures(kind, default_max_new_tokens=32):
             "class scores and labels", kind,
         )
         return (classify, embed)
-    raise ValueError(
-        f"Invalid value for argument `kind`. Expected one of causal_lm, seq2seq, encoder, classifier. Received: kind={kind!r}"
-    )
+    raise ValueError(f"Invalid value for argument `kind`. Expected one of {', '.join(KINDS)}. Received: kind={kind!r}")
 
 
-def markdown_table(kinds=("causal_lm", "seq2seq", "encoder", "classifier")):
+def markdown_table(kinds=KINDS):
     """The README's table of SavedModel signatures."""
     rows = ["| models | signature | inputs | outputs |", "|---|---|---|---|"]
     seen = {}

@@ -25,6 +25,9 @@ from tfllm.models import tasks
 
 logger = logging.getLogger(__name__)
 
+# How a TFLite/ONNX file runs a model (`export_kind`): prefill/decode steps, or one forward pass.
+STEPS = "steps"
+FORWARD = "forward"
 MAX_DEFAULT_CACHE_LENGTH = 256
 MAX_DEFAULT_PREFILL_LENGTH = 64
 MAX_DEFAULT_SEQUENCE_LENGTH = 128
@@ -44,12 +47,12 @@ def require(module, extra):
 
 
 def export_kind(model):
-    """How a TFLite/ONNX export runs `model`: "causal_lm" (prefill/decode steps over a KV cache),
-    "encoder" (one forward pass), or None when the model does not declare those formats (its
+    """How a TFLite/ONNX export runs `model`: `STEPS` (a causal LM's prefill/decode steps over a KV
+    cache), `FORWARD` (an encoder's one forward pass), or None when the model does not declare those formats (its
     `export_formats`, see `tfllm.models.tasks`)."""
     if tasks.TFLITE not in getattr(model, "export_formats", ()):
         return None
-    return "causal_lm" if model.task == tasks.CAUSAL_LM else "encoder"
+    return STEPS if model.task == tasks.CAUSAL_LM else FORWARD
 
 
 def unsupported(model, format_name):
@@ -82,11 +85,11 @@ class StepShapes:
 
 
 def check_arguments_apply(kind, **arguments):
-    """Refuses window arguments that do not apply to `kind` ("causal_lm" or "encoder") instead of ignoring them."""
-    applies = {"causal_lm": ("cache_length", "prefill_length"), "encoder": ("sequence_length", "batch_size")}
+    """Refuses window arguments that do not apply to `kind` (`STEPS` or `FORWARD`) instead of ignoring them."""
+    applies = {STEPS: ("cache_length", "prefill_length"), FORWARD: ("sequence_length", "batch_size")}
     for name, value in arguments.items():
         if value is not None and name not in applies[kind]:
-            raise invalid_argument(name, f"None: it applies to {'encoders' if kind == 'causal_lm' else 'causal LMs'}", value)
+            raise invalid_argument(name, f"None: it applies to {'encoders' if kind == STEPS else 'causal LMs'}", value)
 
 
 def step_shapes(model, cache_length=None, prefill_length=None):

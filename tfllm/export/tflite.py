@@ -79,7 +79,7 @@ def tflite(model, path, *, quantize=None, cache_length=None, prefill_length=None
     min_agreement = check_float("min_agreement", min_agreement, low=0.0, high=1.0)
     steps.check_arguments_apply(kind, cache_length=cache_length, prefill_length=prefill_length,
                                 sequence_length=sequence_length, batch_size=batch_size)
-    if kind == "causal_lm":
+    if kind == steps.STEPS:
         shapes = steps.step_shapes(model, cache_length, prefill_length)
         endpoints = steps.step_functions(model, shapes)
     else:
@@ -100,7 +100,7 @@ def tflite(model, path, *, quantize=None, cache_length=None, prefill_length=None
 
 
 def _verify(kind, path, model, quantize, prompts, min_agreement):
-    if kind == "causal_lm":
+    if kind == steps.STEPS:
         report = verify_tflite(path, model, prompts)
         _check_decoder_report(report, quantize, min_agreement)
     else:

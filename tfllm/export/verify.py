@@ -16,6 +16,7 @@ import numpy as np
 
 from tfllm.export import signatures as sig
 from tfllm.layers.pooling import pool
+from tfllm.models import tasks
 
 logger = logging.getLogger(__name__)
 
@@ -160,20 +161,21 @@ def check_saved_model(saved_model_dir, model, tokenizer, kind, prompts, max_new_
     report = op_report(saved_model_dir)
     if report["forbidden"]:
         raise ExportVerificationError(f"The export uses ops TF Serving cannot run: {report['forbidden']}")
-    checks = {"causal_lm": _check_causal_lm, "seq2seq": _check_seq2seq}
+    checks = {tasks.CAUSAL_LM: _check_causal_lm, tasks.SEQ2SEQ_LM: _check_seq2seq}
     if kind in checks:
         return checks[kind](saved_model_dir, model, tokenizer, list(prompts), max_new_tokens, logits_atol)
-    if kind not in ("encoder", "classifier"):
-        raise ValueError(f"Invalid value for argument `kind`. Expected one of causal_lm, seq2seq, encoder, "
-                         f"classifier. Received: kind={kind!r}")
+    if kind not in sig.KINDS:
+        raise ValueError(f"Invalid value for argument `kind`. Expected one of {', '.join(sig.KINDS)}. "
+                         f"Received: kind={kind!r}")
+    classifier = kind == tasks.SEQUENCE_CLASSIFICATION
     request = {sig.EMBED: {sig.TEXT: list(prompts)}}
-    if kind == "classifier":
+    if classifier:
         request[sig.CLASSIFY] = {sig.TEXT: list(prompts)}
     result = run_in_fresh_process(saved_model_dir, request)
-    backbone = model if kind == "encoder" else model.backbone
+    backbone = model.backbone if classifier else model
     measured = _compare_embeddings(result[sig.EMBED][sig.EMBEDDINGS],
                                    keras_embeddings(backbone, tokenizer, prompts, pooling), embeddings_atol)
-    if kind == "classifier":
+    if classifier:
         measured.update(_compare_scores(result[sig.CLASSIFY], keras_scores(model, tokenizer, prompts), scores_atol))
     logger.info("Verified %s in a fresh process: %s", saved_model_dir, measured)
     return measured
