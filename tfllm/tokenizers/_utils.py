@@ -11,7 +11,7 @@ import numpy as np
 from tokenizers import models
 
 from tfllm.tokenizers import wordpiece
-from tfllm.files import umask_permissions
+from tfllm.files import atomic_file
 
 PADDING_SIDES = ("left", "right")
 RETURN_TENSORS = (None, "np", "tf")
@@ -328,17 +328,9 @@ def check_rectangular(rows, padding):
 
 
 def write_atomic(path, content):
-    """Writes `content` (str or bytes) to `path` through a temporary file and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode("utf-8") if isinstance(content, str) else content)
-        umask_permissions(tmp)  # mkstemp's 0600 would make the saved file private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes `content` (str or bytes) to `path` through `tfllm.files.atomic_file`."""
+    with atomic_file(path) as temporary:
+        temporary.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def clean_up(text):
