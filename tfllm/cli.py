@@ -159,7 +159,7 @@ def _export(args):
 
 def _attention(args):
     import tfllm  # lazy: --help without TensorFlow
-    from tfllm import inspect
+    from tfllm import inspect  # lazy: --help without TensorFlow
 
     tokenizer = tfllm.AutoTokenizer.from_pretrained(args.model_dir)
     model = tfllm.AutoModel.from_pretrained(args.model_dir)
@@ -207,7 +207,7 @@ def _embed(args):
 
 def _serve(args):
     from tfllm.serving.server.app import serve  # lazy: --help without TensorFlow
-    from tfllm.serving.server.errors import ServingError
+    from tfllm.serving.server.errors import ServingError  # lazy: --help without TensorFlow
     from tfllm.serving.server.options import ServerOptions  # lazy: --help without TensorFlow
 
     options = ServerOptions.from_args(args)

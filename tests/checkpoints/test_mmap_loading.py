@@ -23,7 +23,7 @@ from tfllm.checkpoints import (
 from tfllm.checkpoints import state_dict as state_dict_module
 from tfllm.checkpoints import weights as weights_module
 from tfllm.checkpoints.safetensors_io import is_mapped, release_mapped_pages
-from tfllm.models.pretrained import deferred_initializers, run_deferred_initializers
+from tfllm.layers.keras_internals import deferred_initializers, run_deferred_initializers
 
 from checkpoint_testing import GPT2_KWARGS
 

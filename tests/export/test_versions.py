@@ -12,8 +12,9 @@ import pytest
 
 from testing import make_tiny_lm_folder
 
-from tfllm.export import versions as versions_lib
-from tfllm.export.versions import atomic_file, atomic_folder, atomic_version, remove_stale_staging
+from tfllm import files as files_lib
+from tfllm.export.versions import atomic_version
+from tfllm.files import atomic_file, atomic_folder, remove_stale_staging
 from tfllm.serving.server.config import version_folders
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def dead_pid():
 
 def staging(parent, name, host=None, pid=None, age_s=0.0):
     """A staging folder as `atomic_version` names it (or, without host and pid, as older tfllm named it)."""
-    owner = "" if pid is None else f"{host or versions_lib._host()}.{pid}."
+    owner = "" if pid is None else f"{host or files_lib._host()}.{pid}."
     path = parent / f".{name}.{owner}k3j_x9.tmp"
     (path / "export").mkdir(parents=True)
     (path / "export" / "saved_model.pb").write_bytes(b"partial")
@@ -93,9 +94,9 @@ def test_the_same_explicit_version_twice_at_once_fails_the_second_clearly(tmp_pa
 def test_stale_staging_is_removed_and_live_staging_is_left(tmp_path, caplog):
     dead = staging(tmp_path, "1", pid=dead_pid())
     live = staging(tmp_path, "1", pid=os.getpid())
-    old_unnamed = staging(tmp_path, "2", age_s=versions_lib.STALE_AFTER_S + 60)  # an older tfllm's name
+    old_unnamed = staging(tmp_path, "2", age_s=files_lib.STALE_AFTER_S + 60)  # an older tfllm's name
     fresh_other_host = staging(tmp_path, "2", host="elsewhere", pid=1)
-    old_other_host = staging(tmp_path, "3", host="elsewhere", pid=1, age_s=versions_lib.STALE_AFTER_S + 60)
+    old_other_host = staging(tmp_path, "3", host="elsewhere", pid=1, age_s=files_lib.STALE_AFTER_S + 60)
     assert version_folders(str(tmp_path)) == {}  # the server never takes staging for a version
     with caplog.at_level(logging.INFO, logger="tfllm.export.versions"):
         with atomic_version(tmp_path) as staged:
@@ -110,13 +111,13 @@ def test_stale_staging_is_removed_and_live_staging_is_left(tmp_path, caplog):
 
 def test_single_files_and_folders_clean_their_own_stale_staging(tmp_path):
     pid = dead_pid()
-    stale_file = tmp_path / f".m.tflite.{versions_lib._host()}.{pid}.ab12_c.tmp"
+    stale_file = tmp_path / f".m.tflite.{files_lib._host()}.{pid}.ab12_c.tmp"
     stale_file.write_bytes(b"partial")
-    other_target = tmp_path / f".other.tflite.{versions_lib._host()}.{pid}.ab12_c.tmp"
+    other_target = tmp_path / f".other.tflite.{files_lib._host()}.{pid}.ab12_c.tmp"
     other_target.write_bytes(b"partial")
     stale_folder = staging(tmp_path, "m_onnx", pid=pid)
     with atomic_file(tmp_path / "m.tflite") as temporary:
-        assert temporary.name.startswith(f".m.tflite.{versions_lib._host()}.{os.getpid()}.")
+        assert temporary.name.startswith(f".m.tflite.{files_lib._host()}.{os.getpid()}.")
         temporary.write_bytes(b"model")
     with atomic_folder(tmp_path / "m_onnx") as folder:
         (folder / "model.onnx").write_bytes(b"model")

@@ -79,7 +79,7 @@ def test_save_overwrites_and_leaves_no_temp_files(trained, tmp_path):
     (tmp_path / "tokenizer.json").write_text("stale")
     trained.save_pretrained(tmp_path)
     trained.save_pretrained(tmp_path)
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no staging left
     assert AutoTokenizer.from_pretrained(tmp_path).vocab_size == trained.vocab_size
 
 

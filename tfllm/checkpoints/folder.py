@@ -3,14 +3,12 @@
 import json
 import logging
 import os
-import shutil
-import tempfile
 
 import numpy as np
 import safetensors.numpy
 
 from tfllm.errors import invalid_argument
-from tfllm.files import umask_permissions
+from tfllm.files import atomic_folder, umask_permissions
 
 logger = logging.getLogger(__name__)
 
@@ -47,28 +45,12 @@ def _write_contents(folder, config, state_dict, files, metadata):
             handle.write(content)
 
 
-def _replace(temporary, folder):
-    """Moves `temporary` to `folder`, replacing an existing `folder` without ever deleting it first."""
-    if not os.path.exists(folder):
-        os.rename(temporary, folder)
-        return
-    parent, base = os.path.split(folder)
-    aside = tempfile.mkdtemp(dir=parent, prefix=f".{base}.old-")
-    os.rmdir(aside)  # Reserve a unique name; os.rename needs it not to exist.
-    os.rename(folder, aside)
-    try:
-        os.rename(temporary, folder)
-    except OSError:
-        os.rename(aside, folder)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
-
-
 def save_folder(folder, *, config, state_dict, files=None, metadata=None):
     """Writes a Hugging Face model folder: `config.json`, `model.safetensors` and extra files.
 
-    Everything is written to a temporary sibling folder that then replaces `folder`, so a failure
-    part-way leaves an existing `folder` untouched and no partial folder behind.
+    Everything is written to a temporary sibling folder that then replaces `folder`
+    (`tfllm.files.atomic_folder`), so a failure part-way leaves an existing `folder` untouched and no
+    partial folder behind.
 
     Args:
         folder: the folder to write; replaced if it exists.
@@ -95,14 +77,6 @@ def save_folder(folder, *, config, state_dict, files=None, metadata=None):
             raise invalid_argument(f"files[{name!r}]", "str or bytes", type(content).__name__)
     metadata = {"format": "pt"} if metadata is None else metadata
     folder = os.path.abspath(os.fspath(folder))
-    parent = os.path.dirname(folder)
-    os.makedirs(parent, exist_ok=True)
-    temporary = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(folder)}.tmp-")
-    try:
-        os.chmod(temporary, 0o755)  # mkdtemp makes it private; the result should be a normal folder.
+    with atomic_folder(folder) as temporary:
         _write_contents(temporary, config, state_dict, files, metadata)
-        _replace(temporary, folder)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
     logger.info("Saved %d tensors and %d extra files to %s.", len(state_dict), len(files), folder)

@@ -11,7 +11,7 @@ from tfllm.errors import check_int
 from tfllm.export import signatures as sig
 from tfllm.export import steps
 from tfllm.export.verify import ExportVerificationError
-from tfllm.export.versions import atomic_folder
+from tfllm.files import atomic_folder
 from tfllm.progress import Progress
 
 logger = logging.getLogger(__name__)

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfllm.errors import check_int, invalid_argument
 from tfllm.export import signatures as sig
+from tfllm.generation.host_loop import greedy, host_decode
 from tfllm.models import tasks
 
 logger = logging.getLogger(__name__)
@@ -292,12 +293,15 @@ class StepGenerator:
         return decoded[0] if single else decoded
 
     def _greedy(self, ids, max_new_tokens, eos):
-        logits, cache = self.prefill(ids)
-        output = list(ids) + [int(np.argmax(logits[-1]))]
-        while len(output) - len(ids) < max_new_tokens and output[-1] != eos:
-            logits, cache = self.decode(output[-1], len(output) - 1, cache)
-            output.append(int(np.argmax(logits)))
-        return output
+        def prefill():
+            logits, cache = self.prefill(ids)
+            return logits[-1], cache
+
+        def step(token, index, cache):
+            return self.decode(token, len(ids) + index, cache)
+
+        eos_ids = () if eos < 0 else (eos,)
+        return list(ids) + list(host_decode(prefill, step, greedy, max_new_tokens, eos_ids))
 
     def _eos(self, eos_token_id):
         if eos_token_id is None:

@@ -1,10 +1,9 @@
-"""Atomic writes of exports: a version folder (TF Serving layout) or a single file appears whole or not at all.
+"""Atomic writes of export versions: a version folder (TF Serving layout) appears whole or not at all.
 
-Everything is written under a hidden staging name next to its target, `.<name>.<host>.<pid>.<random>.tmp`:
-not a number, so TF Serving's version poller (and `tfllm serve`) skips it, and named after its owner,
-so the next write to the same place removes the staging left by a killed process (see
-`remove_stale_staging`). Concurrent exports to one base path each claim their own version number
-with a rename that fails when the number is taken.
+A version is staged like any folder tfllm writes (`tfllm.files.staged_folder`: a hidden name that is
+not a number, so TF Serving's version poller and `tfllm serve` skip it, and that names its owner, so
+a killed export's staging is removed by the next one). Concurrent exports to one base path each claim
+their own version number with a rename that fails when the number is taken.
 """
 
 import contextlib
@@ -12,21 +11,20 @@ import dataclasses
 import errno
 import logging
 import os
-import re
-import shutil
-import socket
-import tempfile
-import time
 from pathlib import Path
 
 from tfllm.errors import check_int
-from tfllm.files import umask_permissions
+from tfllm.files import atomic_file, atomic_folder, remove_stale_staging, replace_folder, staged_folder, sync_folder
 
 logger = logging.getLogger(__name__)
 
-STALE_AFTER_S = 24 * 3600  # staging whose owner cannot be checked (another host, an older tfllm) is stale after this
 _TAKEN = (errno.EEXIST, errno.ENOTEMPTY)
 _CLAIM_ATTEMPTS = 1000
+
+# `atomic_file`, `atomic_folder` and `remove_stale_staging` live in tfllm.files (every writer shares them);
+# they stay importable from here, where exports have always found them.
+__all__ = ["StagedVersion", "atomic_file", "atomic_folder", "atomic_version", "next_version",
+           "remove_stale_staging", "versions"]
 
 
 def versions(export_base):
@@ -40,84 +38,6 @@ def versions(export_base):
 def next_version(export_base):
     existing = versions(export_base)
     return existing[-1] + 1 if existing else 1
-
-
-# === Staging names and stale staging ===
-
-
-def _host():
-    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
-
-
-def _staging_prefix(name):
-    """`.<name>.<host>.<pid>.`: hidden, not a number, and names the process that owns it."""
-    return f".{name}.{_host()}.{os.getpid()}."
-
-
-def _process_running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
-
-
-def _stale_reason(path, host, pid):
-    """Why the staging entry `path` is stale, or `None` while its owner may still be writing it."""
-    if host == _host() and pid is not None:
-        return None if _process_running(int(pid)) else f"process {pid} on this host is no longer running"
-    age = time.time() - path.lstat().st_mtime
-    if age < STALE_AFTER_S:
-        return None
-    owner = f"process {pid} on host {host}" if pid is not None else "an unnamed process"
-    return f"left by {owner}, {age / 3600:.0f} h old"
-
-
-def remove_stale_staging(parent, name_pattern):
-    """Removes the staging entries in `parent` of targets whose name matches `name_pattern` (a regex)
-    and whose writer is gone: its process on this host no longer runs, or (another host, or a name
-    without an owner) it is older than `STALE_AFTER_S`. Logs each entry removed or left in place.
-
-    Returns:
-        The paths removed.
-    """
-    staging = re.compile(rf"\.(?:{name_pattern})\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?[a-z0-9_]+\.tmp")
-    parent, removed = Path(parent), []
-    for path in sorted(parent.iterdir()) if parent.is_dir() else []:
-        match = staging.fullmatch(path.name)
-        if match is None:
-            continue
-        try:
-            reason = _stale_reason(path, match["host"], match["pid"])
-        except FileNotFoundError:  # its owner finished meanwhile
-            continue
-        if reason is None:
-            logger.info("Left staging %s in place: its writer may still be running", path)
-            continue
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        logger.warning("Removed stale staging %s (%s)", path, reason)
-        removed.append(path)
-    return removed
-
-
-@contextlib.contextmanager
-def _staging_folder(parent, name, name_pattern):
-    """Yields `(staging, target)`: a new staging folder in `parent` (stale ones removed first) and an
-    empty folder in it to write; the staging folder and whatever is left in it go afterwards."""
-    parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(parent, name_pattern)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(name), suffix=".tmp", dir=parent))
-    try:
-        target = staging / "export"
-        target.mkdir()
-        yield staging, target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # === Versions ===
@@ -157,9 +77,10 @@ def atomic_version(export_base, version=None, overwrite=False):
         version = check_int("version", version, minimum=1)
         _refuse_existing(base, version, overwrite)
     name = str(version or next_version(base))
-    with _staging_folder(base, name, r"\d+") as (staging, target):
+    with staged_folder(base, name, r"\d+") as (staging, target):
         staged = StagedVersion(target, version)
         yield staged
+        sync_folder(target)
         if version is None:
             staged.version = _claim_next_version(base, target)
         else:
@@ -192,58 +113,10 @@ def _claim_next_version(base, target):
 
 
 def _publish_version(base, target, version, overwrite, staging):
-    final = base / str(version)
-    if final.exists() and overwrite:
-        os.rename(final, staging / "replaced")
     try:
-        os.rename(target, final)
+        replace_folder(target, base / str(version), staging, replace=overwrite)
     except OSError as e:
         if e.errno not in _TAKEN:
             raise
         _refuse_existing(base, version, False, " (written by another export meanwhile)")
         raise
-
-
-# === Single folders and files ===
-
-
-@contextlib.contextmanager
-def atomic_folder(path, overwrite=True):
-    """Yields an empty temporary folder next to `path`; on success it replaces `path` in one rename.
-
-    The temporary name is hidden and not a number, so TF Serving's version poller skips it.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"Invalid value for argument `path`. Expected a folder that does not exist yet (or overwrite=True / "
-            f"--overwrite). Received: path={str(path)!r}, which exists"
-        )
-    with _staging_folder(path.parent, path.name, re.escape(path.name)) as (staging, target):
-        yield target
-        if path.exists():
-            os.rename(path, staging / "replaced")
-        os.rename(target, path)
-        logger.info("Wrote %s", path)
-
-
-@contextlib.contextmanager
-def atomic_file(path, overwrite=True):
-    """Yields a temporary path next to `path`; on success it replaces `path` in one rename."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(
-            f"Invalid value for argument `path`. Expected a file that does not exist yet (or overwrite=True / "
-            f"--overwrite). Received: path={str(path)!r}, which exists"
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(path.parent, re.escape(path.name))
-    handle, temporary = tempfile.mkstemp(prefix=_staging_prefix(path.name), suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        umask_permissions(temporary)  # mkstemp's 0600 would make the published file private
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)

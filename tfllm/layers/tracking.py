@@ -4,6 +4,8 @@ import contextlib
 
 import keras
 
+from tfllm.layers.keras_internals import swapped_in_tracker
+
 
 @contextlib.contextmanager
 def name_scopes_of(variable):
@@ -18,12 +20,8 @@ def name_scopes_of(variable):
 def replace_sublayer(parent, attribute, old, new, index=None):
     """Puts `new` where `old` was: in `parent.attribute` (or its list item `index`) and in Keras'
     tracking of `parent`'s sublayers, so `parent.layers` and its weights follow the swap."""
-    parent._tracker.replace_tracked_value("layers", old, new)
-    locked = parent._tracker.locked
-    parent._tracker.unlock()
-    if index is None:
-        setattr(parent, attribute, new)
-    else:
-        getattr(parent, attribute)[index] = new
-    if locked:
-        parent._tracker.lock()
+    with swapped_in_tracker(parent, old, new):
+        if index is None:
+            setattr(parent, attribute, new)
+        else:
+            getattr(parent, attribute)[index] = new

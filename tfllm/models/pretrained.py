@@ -5,7 +5,6 @@ the weight table is checked against the checkpoint (missing, unused and mis-shap
 `CheckpointError`) and only then are variables assigned.
 """
 
-import contextlib
 import inspect
 import logging
 import re
@@ -16,6 +15,7 @@ import numpy as np
 from tfllm.checkpoints import (
     StateDict, export_weights, find_weight_files, load_config, load_weights, open_state_dict, save_folder,
 )
+from tfllm.layers.keras_internals import deferred_initializers, run_deferred_initializers
 from tfllm.models import tasks
 from tfllm.models.registry import family_of, get_family
 from tfllm.models.sizing import check_model_size
@@ -36,6 +36,13 @@ def build_model(model):
     return model
 
 
+# What calling a model on `keras.Input`s raises where only real values would do: a tensor used as a
+# Python bool or iterated (OperatorNotAllowedInGraphError, a TypeError), `int()` of a tensor or an
+# unknown (None) dimension used as a number (TypeError, ValueError), `.numpy()` (AttributeError),
+# `np.asarray` of a symbolic tensor (NotImplementedError). Anything else is a real error and propagates.
+SYMBOLIC_TRACING_ERRORS = (TypeError, ValueError, AttributeError, NotImplementedError)
+
+
 def build_model_without_running(model):
     """Creates every variable by calling the model on symbolic inputs, so no forward pass runs.
 
@@ -47,46 +54,10 @@ def build_model_without_running(model):
     spec = dict(shape=(None,), dtype="int32", batch_size=1)
     try:
         model({"input_ids": keras.Input(**spec), "attention_mask": keras.Input(**spec)})
-    except Exception as error:  # noqa: BLE001 - any tracing failure falls back to the eager build
+    except SYMBOLIC_TRACING_ERRORS as error:
         logger.debug("Symbolic build of %s failed (%s); building with an eager call.", type(model).__name__, error)
         build_model(model)
     return model
-
-
-@contextlib.contextmanager
-def deferred_initializers():
-    """Creates variables as zeros instead of running their initializers, for weights about to be loaded.
-
-    Drawing random values for every parameter of a model (124M for GPT-2) costs seconds, and
-    loading overwrites them. Yields a list that collects `(variable, initializer)` for every
-    variable created inside the block; call `run_deferred_initializers` with the variables that
-    were loaded, so the others (a new head, seed state) get their real initial values.
-    Not thread-safe: other threads creating variables meanwhile are also created as zeros.
-    """
-    variable_class = keras.Variable
-    original = getattr(variable_class, "_initialize_with_initializer", None)
-    created = []
-    if original is None:  # a Keras without this hook: initialise normally
-        yield created
-        return
-
-    def zeros_instead(variable, initializer):
-        created.append((variable, initializer))
-        original(variable, keras.initializers.Zeros())
-
-    variable_class._initialize_with_initializer = zeros_instead
-    try:
-        yield created
-    finally:
-        variable_class._initialize_with_initializer = original
-
-
-def run_deferred_initializers(created, loaded):
-    """Gives every variable of `created` that is not in `loaded` the value of its own initializer."""
-    loaded_ids = {id(variable) for variable in loaded}
-    for variable, initializer in created:
-        if id(variable) not in loaded_ids:
-            variable.assign(initializer(variable.shape, dtype=variable.dtype))
 
 
 def _accepted(task_class, config_task_kwargs):

@@ -4,14 +4,12 @@ Nothing here imports TensorFlow at module level: `to_tensors` imports it only
 when `return_tensors="tf"` is asked for, so `import tfllm.tokenizers` stays cheap.
 """
 
-import os
-import tempfile
-
 import numpy as np
 from tokenizers import models
 
+from tfllm.errors import invalid_argument
+from tfllm.files import atomic_file
 from tfllm.tokenizers import wordpiece
-from tfllm.files import umask_permissions
 
 PADDING_SIDES = ("left", "right")
 RETURN_TENSORS = (None, "np", "tf")
@@ -21,23 +19,6 @@ WITHOUT_TOKEN_TYPES = ("input_ids", "attention_mask")
 # PreTrainedTokenizerFast's default does too); GPT-2, Llama, T5, RoBERTa... leave them out.
 _TOKEN_TYPE_CLASSES = ("BertTokenizer", "BertTokenizerFast", "PreTrainedTokenizerFast")
 WORDPIECE_CLASSES = ("BertTokenizer", "BertTokenizerFast")
-
-
-def invalid(name, expected, value):
-    """Builds the standard argument error.
-
-    Args:
-        name: The argument's name.
-        expected: What was expected, e.g. "one of 'left', 'right'".
-        value: The value received.
-
-    Returns:
-        A `ValueError` with the message
-        "Invalid value for argument `name`. Expected .... Received: name=value".
-    """
-    return ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
-    )
 
 
 def check_one_of(name, value, choices):
@@ -51,7 +32,7 @@ def check_one_of(name, value, choices):
         ):
             return value
     expected = "one of " + ", ".join(repr(c) for c in choices)
-    raise invalid(name, expected, value)
+    raise invalid_argument(name, expected, value)
 
 
 def check_padding(padding):
@@ -85,7 +66,7 @@ def check_model_input_names(names):
         or not all(isinstance(name, str) for name in names)
         or "input_ids" not in names
     ):
-        raise invalid("model_input_names", "a list of input names that includes 'input_ids'", names)
+        raise invalid_argument("model_input_names", "a list of input names that includes 'input_ids'", names)
     return tuple(names)
 
 
@@ -94,9 +75,9 @@ def check_max_length(max_length, name="max_length"):
     if max_length is None:
         return None
     if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
-        raise invalid(name, "a positive integer or None", max_length)
+        raise invalid_argument(name, "a positive integer or None", max_length)
     if max_length < 1:
-        raise invalid(name, "a positive integer or None", max_length)
+        raise invalid_argument(name, "a positive integer or None", max_length)
     return int(max_length)
 
 
@@ -106,7 +87,7 @@ def as_text_batch(text):
         return [text], True
     if isinstance(text, (list, tuple)) and all(isinstance(t, str) for t in text):
         return list(text), False
-    raise invalid("text", "a string, a list of strings or a list of (text, text_pair) pairs", text)
+    raise invalid_argument("text", "a string, a list of strings or a list of (text, text_pair) pairs", text)
 
 
 def _is_pair(item):
@@ -132,7 +113,7 @@ def as_text_inputs(text, text_pair=None):
     texts, is_single = as_text_batch(text)
     if is_single:
         if not isinstance(text_pair, str):
-            raise invalid("text_pair", "a string (or None) when `text` is a string", text_pair)
+            raise invalid_argument("text_pair", "a string (or None) when `text` is a string", text_pair)
         # transformers encodes a single text with an empty text_pair as a single sequence.
         return ([(text, text_pair)], True, True) if text_pair else ([text], True, False)
     if (
@@ -140,7 +121,7 @@ def as_text_inputs(text, text_pair=None):
         or not all(isinstance(t, str) for t in text_pair)
         or len(text_pair) != len(texts)
     ):
-        raise invalid("text_pair", f"a list of {len(texts)} strings, one per text (or None)", text_pair)
+        raise invalid_argument("text_pair", f"a list of {len(texts)} strings, one per text (or None)", text_pair)
     return list(zip(texts, text_pair)), False, True
 
 
@@ -167,13 +148,13 @@ def truncated_lengths(first, second, budget, strategy, max_length):
     if budget == 0:  # Every strategy empties both sequences.
         return 0, None if second is None else 0
     if strategy == "only_second" and second is None:
-        raise invalid(
+        raise invalid_argument(
             "truncation", "'longest_first' or 'only_first' for single sequences (no text_pair)", strategy
         )
     if strategy != "longest_first":
         target = first if strategy == "only_first" else second
         if target <= total - budget:
-            raise invalid(
+            raise invalid_argument(
                 "max_length",
                 f"a length that truncation={strategy!r} can reach: the sequence it may cut has "
                 f"{target} tokens and {total - budget} must go",
@@ -202,7 +183,7 @@ def encode_truncated(backend, inputs, is_pair, add_special_tokens, strategy, max
     """
     num_special = backend.num_special_tokens_to_add(is_pair) if add_special_tokens else 0
     if max_length < num_special:
-        raise invalid(
+        raise invalid_argument(
             "max_length", f"at least {num_special} (the special tokens added to every sequence)", max_length
         )
     firsts = backend.encode_batch([x[0] if is_pair else x for x in inputs], add_special_tokens=False)
@@ -286,11 +267,11 @@ def as_id_list(ids, name="ids"):
         try:
             array = np.asarray(ids)
         except ValueError as e:
-            raise invalid(name, "a 1-D sequence of token ids", ids) from e
+            raise invalid_argument(name, "a 1-D sequence of token ids", ids) from e
     if array.ndim == 0:
         array = array.reshape(1)
     if array.ndim != 1 or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
-        raise invalid(name, "a 1-D sequence of integer token ids", ids)
+        raise invalid_argument(name, "a 1-D sequence of integer token ids", ids)
     return array.astype(np.int64).tolist()
 
 
@@ -299,12 +280,12 @@ def as_id_rows(ids, name="ids"):
     array = _to_numpy(ids)
     if array is not None:
         if array.ndim != 2:
-            raise invalid(name, f"a 2-D batch of token ids, got {array.ndim} dimension(s)", ids)
+            raise invalid_argument(name, f"a 2-D batch of token ids, got {array.ndim} dimension(s)", ids)
         return [as_id_list(row, name) for row in array]
     if not isinstance(ids, (list, tuple)) or any(
         isinstance(row, (int, np.integer)) for row in ids
     ):
-        raise invalid(name, "a 2-D batch of token ids (a list of lists)", ids)
+        raise invalid_argument(name, "a 2-D batch of token ids (a list of lists)", ids)
     return [as_id_list(row, name) for row in ids]
 
 
@@ -314,7 +295,7 @@ def check_rectangular(rows, padding):
     if len(lengths) <= 1:
         return
     if padding is None:
-        raise invalid(
+        raise invalid_argument(
             "padding",
             f"padding=True to return a batch of sequences of different lengths "
             f"({lengths[0]} to {lengths[-1]} tokens) as tensors",
@@ -328,17 +309,9 @@ def check_rectangular(rows, padding):
 
 
 def write_atomic(path, content):
-    """Writes `content` (str or bytes) to `path` through a temporary file and `os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode("utf-8") if isinstance(content, str) else content)
-        umask_permissions(tmp)  # mkstemp's 0600 would make the saved file private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Writes `content` (str or bytes) to `path` through `tfllm.files.atomic_file`."""
+    with atomic_file(path) as temporary:
+        temporary.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
 
 
 def clean_up(text):

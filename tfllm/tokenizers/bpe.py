@@ -9,6 +9,7 @@ from tokenizers import pre_tokenizers
 from tokenizers import processors
 from tokenizers import trainers
 
+from tfllm.errors import invalid_argument
 from tfllm.tokenizers import _utils
 from tfllm.tokenizers.tokenizer import Tokenizer
 
@@ -82,13 +83,13 @@ def train_byte_level_bpe(
     special_tokens = list(special_tokens)
     smallest = 256 + len(special_tokens)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
-        raise _utils.invalid(
+        raise invalid_argument(
             "vocab_size",
             f"an integer of at least {smallest} (256 bytes + {len(special_tokens)} special tokens)",
             vocab_size,
         )
     if isinstance(texts, str):
-        raise _utils.invalid("texts", "an iterable of strings, not one string", texts[:50])
+        raise invalid_argument("texts", "an iterable of strings, not one string", texts[:50])
     backend = _byte_level_pipeline(models.BPE(), add_prefix_space=False)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -15,6 +15,8 @@ from tokenizers import AddedToken, Regex
 from tokenizers import Tokenizer as BackendTokenizer
 from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
+from tfllm.errors import invalid_argument
+
 logger = logging.getLogger(__name__)
 
 REPLACEMENT = "\u2581"  # "▁", SentencePiece's visible space
@@ -180,9 +182,7 @@ def _prepend_scheme(model, config):
 def _extra_ids(config):
     extra_ids = config.get("extra_ids", DEFAULT_EXTRA_IDS)
     if isinstance(extra_ids, bool) or not isinstance(extra_ids, int) or extra_ids < 0:
-        raise ValueError(
-            f"Invalid value for argument `extra_ids`. Expected an integer >= 0. Received: extra_ids={extra_ids!r}"
-        )
+        raise invalid_argument("extra_ids", "an integer >= 0", extra_ids)
     return extra_ids
 
 

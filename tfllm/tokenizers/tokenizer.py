@@ -9,6 +9,7 @@ import numpy as np
 from tokenizers import AddedToken
 from tokenizers import processors
 
+from tfllm.errors import invalid_argument
 from tfllm.tokenizers import _utils
 
 logger = logging.getLogger(__name__)
@@ -126,14 +127,14 @@ class Tokenizer:
             if token is None:
                 continue
             if not isinstance(token, str) or not token:
-                raise _utils.invalid(name, "a non-empty string or None", token)
+                raise invalid_argument(name, "a non-empty string or None", token)
             if token not in added:
                 self._tokenizer.add_special_tokens([AddedToken(token, special=True)])
                 added.add(token)
 
     def _install_bos_template(self):
         if self.bos_token is None:
-            raise _utils.invalid(
+            raise invalid_argument(
                 "add_bos_token", "False when the tokenizer has no bos_token", True
             )
         bos, bos_id = self.bos_token, self.bos_token_id
@@ -235,9 +236,9 @@ class Tokenizer:
     def encode(self, text, text_pair=None, add_special_tokens=True):
         """Returns the token ids of one string (or of one pair of strings) as a list of ints."""
         if not isinstance(text, str):
-            raise _utils.invalid("text", "a string", text)
+            raise invalid_argument("text", "a string", text)
         if text_pair is not None and not isinstance(text_pair, str):
-            raise _utils.invalid("text_pair", "a string or None", text_pair)
+            raise invalid_argument("text_pair", "a string or None", text_pair)
         # An empty text_pair encodes as no pair, as in transformers.
         return self._tokenizer.encode(text, text_pair or None, add_special_tokens=add_special_tokens).ids
 
@@ -324,7 +325,7 @@ class Tokenizer:
         for needed, setting in ((truncation, "truncation=True"),
                                 (padding == "max_length", "padding='max_length'")):
             if needed and limit is None:
-                raise _utils.invalid(
+                raise invalid_argument(
                     "max_length",
                     f"a positive integer when {setting} and the tokenizer has no model_max_length",
                     max_length,
@@ -343,7 +344,7 @@ class Tokenizer:
         if self.pad_token_id is not None:
             return self.pad_token_id
         if self.eos_token_id is None:
-            raise _utils.invalid(
+            raise invalid_argument(
                 "padding", "False for a tokenizer with neither a pad_token nor an eos_token", True
             )
         if not self._warned_pad_fallback:

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from tfllm.errors import check_int
-from tfllm.export.versions import atomic_file, atomic_folder
+from tfllm.files import atomic_file, atomic_folder
 from tfllm.progress import Progress
 
 logger = logging.getLogger(__name__)

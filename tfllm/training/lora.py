@@ -45,7 +45,7 @@ import numpy as np
 from tfllm.checkpoints.errors import CheckpointError
 from tfllm.checkpoints.safetensors_io import read_safetensors
 from tfllm.errors import check_float, check_int, invalid_argument
-from tfllm.export.versions import atomic_file
+from tfllm.files import atomic_file
 from tfllm.layers.attention import MultiHeadAttention
 from tfllm.layers.feedforward import FeedForward
 from tfllm.layers.lora import LoRADense

@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.errors import check_choice, check_float, check_int, invalid_argument
+from tfllm.files import staged_folder, sync_folder
 from tfllm.training import builders, lora, optim
 from tfllm.training import callbacks as cb
 from tfllm.training import data as data_lib
@@ -385,12 +386,15 @@ def _finish(config, model, tokenizer, prepared, logs, chief):
 
 
 def _publish(model, tokenizer, output):
-    """Writes the HF folder's files into `output`, each replaced in one rename (logs stay)."""
-    staging = output / ".model.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    for path in sorted(staging.iterdir()):
-        os.replace(path, output / path.name)
-    shutil.rmtree(staging, ignore_errors=True)
+    """Writes the HF folder's files into `output`, each replaced in one rename (logs stay).
+
+    They are staged as `tfllm.files.atomic_folder` stages a folder (a killed run's staging is removed
+    by the next), flushed to disk, then moved in one by one.
+    """
+    with staged_folder(output, "model", "model") as (_, staging):
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        sync_folder(staging)
+        for path in sorted(staging.iterdir()):
+            os.replace(path, output / path.name)
     logger.info("Saved the model and tokenizer to %s", output)

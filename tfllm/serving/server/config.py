@@ -6,6 +6,8 @@ import os
 
 from google.protobuf import text_format
 
+from tfllm.errors import invalid_argument
+
 logger = logging.getLogger(__name__)
 
 TENSORFLOW_PLATFORM = "tensorflow"
@@ -88,12 +90,12 @@ def validate_model_server_config(config):
     names = set()
     for model in config.model_config_list.config:
         if not model.name:
-            raise ValueError("Invalid value for argument `name`. Expected a model name in every ModelConfig. Received: name=''")
+            raise invalid_argument("name", "a model name in every ModelConfig", model.name)
         if model.name in names:
             raise ValueError(f"Illegal to list model {model.name} multiple times in config list")
         names.add(model.name)
         if not model.base_path:
-            raise ValueError(f"Invalid value for argument `base_path`. Expected a folder for model {model.name}. Received: base_path=''")
+            raise invalid_argument("base_path", f"a folder for model {model.name}", model.base_path)
         platform = model.model_platform or TENSORFLOW_PLATFORM
         if platform != TENSORFLOW_PLATFORM:
             raise ValueError(f"Model {model.name} requests unsupported platform {platform}")
@@ -181,12 +183,9 @@ class BatchingParameters:
     def __post_init__(self):
         for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"Invalid value for argument `{name}`. Expected an integer >= 1. Received: {name}={getattr(self, name)}")
+                raise invalid_argument(name, "an integer >= 1", getattr(self, name))
         if self.batch_timeout_micros < 0:
-            raise ValueError(
-                f"Invalid value for argument `batch_timeout_micros`. Expected an integer >= 0. "
-                f"Received: batch_timeout_micros={self.batch_timeout_micros}"
-            )
+            raise invalid_argument("batch_timeout_micros", "an integer >= 0", self.batch_timeout_micros)
 
 
 _WRAPPED = ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads", "thread_pool_name")

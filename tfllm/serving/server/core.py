@@ -8,7 +8,7 @@ import time
 from tfllm.export import signatures as sig
 from tfllm.serving.server import config as config_lib
 from tfllm.serving.server.batching import Batcher, plan
-from tfllm.serving.server.errors import ServingError, invalid_argument
+from tfllm.serving.server.errors import ServingError, invalid_argument, invalid_value
 from tfllm.serving.server.manager import ModelManager
 from tfllm.serving.server.servable import TokenStream, stream_parameters
 from tfllm.serving.server.validation import check_generation, check_texts, generation_values
@@ -330,7 +330,7 @@ def _version(version):
     try:
         return int(version)
     except (TypeError, ValueError) as error:
-        raise invalid_argument(f"Invalid value for argument `version`. Expected an integer. Received: version={version!r}") from error
+        raise invalid_value("version", "an integer", version) from error
 
 
 def _check_request(servable, feed):

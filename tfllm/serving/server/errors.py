@@ -2,6 +2,8 @@
 
 import grpc
 
+from tfllm import errors
+
 # TF Serving's REST layer maps canonical codes to HTTP statuses this way (http_rest_api_handler);
 # RESOURCE_EXHAUSTED for an oversized request is answered 413 by our REST front end.
 _HTTP_STATUS = {
@@ -52,7 +54,17 @@ class ServingError(Exception):
 
 
 def invalid_argument(message):
+    """An INVALID_ARGUMENT status with `message` (TF Serving's own words where the server mimics it)."""
     return ServingError("INVALID_ARGUMENT", message)
+
+
+def invalid_value(name, expected, value):
+    """`tfllm.errors.invalid_argument`'s message for a request field, as an INVALID_ARGUMENT status.
+
+    Only the exception type differs from the shared helper: a request error must carry a gRPC/HTTP
+    status, so the server answers 400 instead of failing with a ValueError.
+    """
+    return errors.invalid_argument(name, expected, value, error=invalid_argument)
 
 
 def not_found(message):

@@ -3,6 +3,8 @@
 import argparse
 import dataclasses
 
+from tfllm.errors import invalid_argument
+
 MiB = 1 << 20
 
 
@@ -74,28 +76,24 @@ class ServerOptions:
         for name in ("port", "rest_api_port"):
             value = getattr(self, name)
             if not 0 <= value < 65536:
-                raise ValueError(f"Invalid value for argument `{name}`. Expected a port in [0, 65535]. Received: {name}={value}")
+                raise invalid_argument(name, "a port in [0, 65535]", value)
         if self.rest_api_port and self.rest_api_port == self.port:
-            raise ValueError(
-                "Invalid value for argument `rest_api_port`. Expected a port different from --port "
-                f"(as TF Serving requires). Received: rest_api_port={self.rest_api_port}"
-            )
+            raise invalid_argument("rest_api_port", "a port different from --port (as TF Serving requires)",
+                                   self.rest_api_port)
         positive = ("rest_api_read_timeout_in_ms", "max_request_bytes", "max_new_tokens_cap", "request_timeout_seconds",
                     "num_request_iterations_for_warmup")
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ValueError(f"Invalid value for argument `{name}`. Expected a positive number. Received: {name}={getattr(self, name)}")
+                raise invalid_argument(name, "a positive number", getattr(self, name))
         for name in ("max_num_load_retries", "grpc_max_threads", "rest_api_num_threads"):
             if getattr(self, name) < 0:
-                raise ValueError(f"Invalid value for argument `{name}`. Expected a number >= 0. Received: {name}={getattr(self, name)}")
+                raise invalid_argument(name, "a number >= 0", getattr(self, name))
 
     def check_models_given(self):
         """Raises `ValueError` unless a model base path or a model config file is set."""
         if not self.model_base_path and not self.model_config_file:
-            raise ValueError(
-                "Invalid value for argument `model_base_path`. Expected a folder of numeric version folders "
-                "(or --model_config_file). Received: model_base_path=''"
-            )
+            raise invalid_argument("model_base_path", "a folder of numeric version folders (or --model_config_file)",
+                                   self.model_base_path)
 
     @classmethod
     def from_args(cls, namespace):

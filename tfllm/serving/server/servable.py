@@ -5,9 +5,12 @@ import os
 import threading
 
 import numpy as np
+import tensorflow as tf
 
 from tfllm.export import signatures as sig
-from tfllm.serving.server.errors import ServingError, invalid_argument
+from tfllm.generation.host_loop import greedy, host_decode
+from tfllm.generation.sampling import next_token
+from tfllm.serving.server.errors import ServingError, invalid_argument, invalid_value
 from tfllm.serving.server.validation import PromptLimit, check_generation
 
 logger = logging.getLogger(__name__)
@@ -28,7 +31,6 @@ class Servable:
     """
 
     def __init__(self, name, version, path):
-        import tensorflow as tf
         import tensorflow_text  # noqa: F401  (TF-Text ops used by exported tokenizers)
 
         from tfllm.export.verify import defaults_of, read_saved_model  # lazy: imports TensorFlow, as above
@@ -129,8 +131,6 @@ class Servable:
             ServingError: INVALID_ARGUMENT for extra or missing inputs, a wrong dtype or a shape
                 the signature does not accept, worded as TF Serving words them.
         """
-        import tensorflow as tf
-
         signature = signature or "serving_default"
         specs = self.input_specs(signature)
         defaults = self.defaults.get(signature, {})
@@ -177,8 +177,6 @@ class Servable:
         Raises:
             ServingError: with the status of an error the graph raised.
         """
-        import tensorflow as tf
-
         function = self._function(signature)
         try:
             if cancellation is None:
@@ -197,7 +195,6 @@ class Servable:
         Raises:
             ServingError: a record is not a PredictionLog, is not a Predict request, or fails.
         """
-        import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
         path = os.path.join(self.path, sig.WARMUP_FILE)
@@ -322,7 +319,7 @@ def _parameter(key, value):
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     expected = {bool: "true or false", int: "an integer", float: "a number"}[kind]
-    raise invalid_argument(f"Invalid value for argument `{key}`. Expected {expected}. Received: {key}={value!r}")
+    raise invalid_value(key, expected, value)
 
 
 class TokenStream:
@@ -367,55 +364,55 @@ class TokenStream:
         self.close()
 
     def _generate(self, text):
-        import tensorflow as tf
-
-        servable, p = self._servable, self._parameters
-        tokenizer = servable.tokenizer
+        tokenizer = self._servable.tokenizer
         ids = tokenizer.encode(text)
         if not ids:
             raise invalid_argument("every prompt needs at least one token")
-        feed = servable.check_inputs(STREAM_PREFILL, {
-            sig.INPUT_IDS: np.array([ids], np.int32), sig.ATTENTION_MASK: np.ones([1, len(ids)], np.int32),
-            sig.MAX_NEW_TOKENS: np.int32(p[sig.MAX_NEW_TOKENS]),
-        })
-        state = servable.call(STREAM_PREFILL, feed)
-        logits, cache = state[sig.LOGITS], state[sig.KV_CACHE_TENSOR]
-        context = {sig.PADDING_MASK: state[sig.PADDING_MASK], sig.PROMPT_LENGTH: state[sig.PROMPT_LENGTH]}
-        seed = p[sig.SEED] if p[sig.SEED] >= 0 else int(np.random.randint(0, 2**31 - 1))
-        seeds = tf.constant([seed, 0], tf.int32)
         prompt_text = tokenizer.decode(ids, skip_special_tokens=True)
         new, emitted = [], ""
-        for step in range(p[sig.MAX_NEW_TOKENS]):
-            token = _choose(logits, step, p, seeds)
-            if token == tokenizer.eos_token_id:
-                break
+        eos_ids = () if tokenizer.eos_token_id is None else (tokenizer.eos_token_id,)
+        for token in host_decode(*self._steps(ids), self._parameters[sig.MAX_NEW_TOKENS], eos_ids, include_eos=False):
             new.append(token)
             settled = tokenizer.decode(ids + new, skip_special_tokens=True)[len(prompt_text):].rstrip(_REPLACEMENT)
             if len(settled) > len(emitted) and settled.startswith(emitted):
                 piece, emitted = settled[len(emitted):], settled
                 yield piece
-            if step + 1 == p[sig.MAX_NEW_TOKENS]:
-                break
-            state = servable.call(STREAM_DECODE, {
-                sig.TOKEN: tf.constant([token], tf.int32), sig.STEP: tf.constant(step, tf.int32),
-                sig.KV_CACHE_TENSOR: cache, **context,
-            })
-            logits, cache = state[sig.LOGITS], state[sig.KV_CACHE_TENSOR]
         final = tokenizer.decode(ids + new, skip_special_tokens=True)[len(prompt_text):]
         if final.startswith(emitted) and len(final) > len(emitted):
             yield final[len(emitted):]
         elif not final.startswith(emitted):
             logger.warning("Streamed text %r is not a prefix of the decoded continuation %r", emitted, final)
 
+    def _steps(self, ids):
+        """`(prefill, step, choose)` for `host_decode`: the version's `stream_prefill` / `stream_decode`."""
+        servable, p = self._servable, self._parameters
+        context = {}
+
+        def prefill():
+            feed = servable.check_inputs(STREAM_PREFILL, {
+                sig.INPUT_IDS: np.array([ids], np.int32), sig.ATTENTION_MASK: np.ones([1, len(ids)], np.int32),
+                sig.MAX_NEW_TOKENS: np.int32(p[sig.MAX_NEW_TOKENS]),
+            })
+            state = servable.call(STREAM_PREFILL, feed)
+            context.update({sig.PADDING_MASK: state[sig.PADDING_MASK], sig.PROMPT_LENGTH: state[sig.PROMPT_LENGTH]})
+            return state[sig.LOGITS], state[sig.KV_CACHE_TENSOR]
+
+        def step(token, index, cache):
+            state = servable.call(STREAM_DECODE, {
+                sig.TOKEN: tf.constant([token], tf.int32), sig.STEP: tf.constant(index, tf.int32),
+                sig.KV_CACHE_TENSOR: cache, **context,
+            })
+            return state[sig.LOGITS], state[sig.KV_CACHE_TENSOR]
+
+        seed = p[sig.SEED] if p[sig.SEED] >= 0 else int(np.random.randint(0, 2**31 - 1))
+        seeds = tf.constant([seed, 0], tf.int32)
+        return prefill, step, lambda logits, index: _choose(logits, index, p, seeds)
+
 
 def _choose(logits, step, parameters, seeds):
     """The next token: argmax, or the exported graph's sampler (so a fixed seed repeats `serving_default`)."""
     if not parameters[sig.DO_SAMPLE]:
-        return int(np.argmax(logits.numpy()[0]))
-    import tensorflow as tf
-
-    from tfllm.generation.sampling import next_token
-
+        return greedy(logits.numpy()[0], step)
     token = next_token(logits, True, tf.constant(parameters[sig.TEMPERATURE], tf.float32),
                        tf.constant(parameters[sig.TOP_K], tf.int32), tf.constant(parameters[sig.TOP_P], tf.float32),
                        seeds, tf.constant(step, tf.int32))

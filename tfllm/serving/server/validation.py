@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfllm.export import signatures as sig
-from tfllm.serving.server.errors import invalid_argument
+from tfllm.serving.server.errors import invalid_argument, invalid_value
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,6 @@ GENERATE_PARAMETERS = {
 }
 _GENERATE_KEYS = {sig.TEXT, "model", "version", "label", *GENERATE_PARAMETERS}
 GENERATE_KEYS = {sig.TEXT, "model", "version", "label", *GENERATE_PARAMETERS}
-
-
-def _invalid(key, expected, value):
-    return invalid_argument(f"Invalid value for argument `{key}`. Expected {expected}. Received: {key}={value!r}")
 
 
 # === Generation parameters ===
@@ -56,7 +52,7 @@ def check_generation(values):
     }
     for key, (ok, expected) in checks.items():
         if key in values and not ok(values[key]):
-            raise _invalid(key, expected, values[key])
+            raise invalid_value(key, expected, values[key])
 
 
 def generation_values(feed):
@@ -75,7 +71,7 @@ def check_texts(texts):
     """Refuses an empty prompt (a generation needs at least one token to continue)."""
     for text in texts:
         if len(text) == 0:
-            raise _invalid(sig.TEXT, "a non-empty string", text.decode() if isinstance(text, bytes) else text)
+            raise invalid_value(sig.TEXT, "a non-empty string", text.decode() if isinstance(text, bytes) else text)
 
 
 def generate_request(doc, default_model):
@@ -99,7 +95,7 @@ def generate_request(doc, default_model):
         (sig.TEXT, text, isinstance(text, str), "a string"),
     ):
         if not ok:
-            raise _invalid(key, expected, value)
+            raise invalid_value(key, expected, value)
     params = {}
     for key, (_, kinds, expected) in GENERATE_PARAMETERS.items():
         value = doc.get(key)
@@ -107,7 +103,7 @@ def generate_request(doc, default_model):
             continue
         if (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))
                 or (kinds == (int,) and not -2**31 <= value < 2**31)):
-            raise _invalid(key, expected, value)
+            raise invalid_value(key, expected, value)
         params[key] = value
     return model, None if version is None else int(version), label, text, params
 
