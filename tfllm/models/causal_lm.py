@@ -2,8 +2,6 @@
 
 import tensorflow as tf
 
-from tfllm.models.decoder import task_outputs
-from tfllm.models.inputs import unpack_inputs
 from tfllm.models.task import TaskModel
 
 
@@ -23,12 +21,10 @@ class CausalLM(TaskModel):
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
         training: enables dropout.
-        output_attentions: also return every layer's attention probabilities.
-        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, vocabulary_size)` logits; with either flag, a dict with
-        `"logits"` and `"hidden_states"` and/or `"attentions"` (see `tfllm.models.decoder.run_blocks`).
+        `(batch_size, sequence_length, vocabulary_size)` logits. `inspect` adds the attentions
+        and hidden states (see `tfllm.models.decoder.run_blocks`).
     """
 
     task = "causal_lm"
@@ -40,17 +36,8 @@ class CausalLM(TaskModel):
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
 
-    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
-        token_ids, padding_mask = unpack_inputs(inputs)
-        outputs = self.backbone.forward(
-            token_ids,
-            padding_mask,
-            training=training,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        hidden = outputs["last_hidden_state"] if isinstance(outputs, dict) else outputs
-        return task_outputs(self.compute_logits(hidden), outputs)
+    def head(self, backbone_outputs, training=None):
+        return self.compute_logits(backbone_outputs["last_hidden_state"])
 
     def compute_logits(self, hidden):
         """`(batch_size, length, hidden_dim)` hidden states → `(batch_size, length, vocabulary_size)` float32 logits.
@@ -61,7 +48,8 @@ class CausalLM(TaskModel):
 
     def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
         """One forward step over a preallocated cache: returns `(hidden_states, cache)`."""
-        return self.backbone.forward(token_ids, padding_mask, cache=cache, cache_index=cache_index)
+        outputs = self.backbone.forward(token_ids, padding_mask, cache=cache, cache_index=cache_index)
+        return outputs["last_hidden_state"], outputs["cache"]
 
     def prefill(self, token_ids, padding_mask, max_new_tokens):
         """Runs left-padded prompts into a fresh cache sized for `max_new_tokens` more tokens.

@@ -119,7 +119,7 @@ def test_backbone_matches_hidden_states(reference):
             input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
             position_ids=torch.tensor(hf_position_ids(mask)),
         ).last_hidden_state.numpy()
-    ours = backbone({"input_ids": ids, "attention_mask": mask}).numpy()
+    ours = backbone({"input_ids": ids, "attention_mask": mask})["last_hidden_state"].numpy()
     assert np.abs((ours - hidden) * mask[:, :, None]).max() < 1e-4
 
 

@@ -58,13 +58,9 @@ class BertSequenceClassification(BertTask):
         self.classifier.build((None, self.backbone.hidden_dim))
         self.built = True
 
-    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
-        outputs = self.backbone(
-            inputs, training=training, output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
-        logits = self.classifier(self.classifier_dropout(outputs["pooled_output"], training=training))
-        logits = ops.cast(logits, "float32")  # float32 under mixed precision too
-        return self.task_outputs(logits, outputs)
+    def head(self, backbone_outputs, training=None):
+        logits = self.classifier(self.classifier_dropout(backbone_outputs["pooled_output"], training=training))
+        return ops.cast(logits, "float32")  # float32 under mixed precision too
 
     def head_weight_table(self):
         return weights.dense(self.classifier, "classifier")

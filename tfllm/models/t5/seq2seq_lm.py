@@ -4,7 +4,6 @@ import keras
 import tensorflow as tf
 
 from tfllm.checkpoints import TRANSPOSE, WeightEntry
-from tfllm.models.t5.backbone import unpack_seq2seq_inputs
 from tfllm.models.task import TaskModel
 
 
@@ -49,7 +48,8 @@ class T5Seq2SeqLM(TaskModel):
         training: enables dropout.
 
     Returns:
-        `(batch_size, decoder_length, vocabulary_size)` logits.
+        `(batch_size, decoder_length, vocabulary_size)` logits. `inspect` adds the encoder's and
+        the decoder's attentions and hidden states (see `T5Backbone`).
 
     Example:
     >>> model = tfllm.AutoModelForSeq2SeqLM.from_pretrained("path/to/t5")
@@ -86,15 +86,8 @@ class T5Seq2SeqLM(TaskModel):
         if self.lm_head is not None and not self.lm_head.built:
             self.lm_head.build((None, None, self.backbone.hidden_dim))
 
-    def call(self, inputs, training=None):
-        token_ids, padding_mask, decoder_ids, decoder_mask = unpack_seq2seq_inputs(
-            inputs, self.decoder_start_token_id
-        )
-        encoder_output = self.backbone.encode(token_ids, padding_mask, training=training)
-        hidden = self.backbone.decode(
-            decoder_ids, decoder_mask, padding_mask, encoder_output=encoder_output, training=training
-        )
-        return self.compute_logits(hidden)
+    def head(self, backbone_outputs, training=None):
+        return self.compute_logits(backbone_outputs["last_hidden_state"])
 
     def compute_logits(self, hidden):
         """`(batch_size, length, hidden_dim)` decoder states → `(batch_size, length, vocabulary_size)` float32
@@ -121,7 +114,7 @@ class T5Seq2SeqLM(TaskModel):
             and the `(batch_size, 1)` start tokens the output begins with.
         """
         batch_size = tf.shape(token_ids)[0]
-        encoder_output = self.backbone.encode(token_ids, padding_mask)
+        encoder_output = self.backbone.encode(token_ids, padding_mask)["last_hidden_state"]
         state = {
             "encoder_mask": padding_mask,
             "cross_cache": self.backbone.cross_caches(encoder_output),
@@ -138,11 +131,11 @@ class T5Seq2SeqLM(TaskModel):
     def _decode_at(self, token_ids, index, state):
         cache = state["cache"]
         cache_mask = tf.ones([tf.shape(token_ids)[0], tf.shape(cache[0])[2]], tf.int32)
-        hidden, cache = self.backbone.decode(
+        outputs = self.backbone.decode(
             token_ids, cache_mask, state["encoder_mask"], cross_cache=state["cross_cache"], cache=cache,
             cache_index=index,
         )
-        return self.compute_logits(hidden)[:, 0, :], {**state, "cache": cache}
+        return self.compute_logits(outputs["last_hidden_state"])[:, 0, :], {**state, "cache": outputs["cache"]}
 
     def generate(self, input_ids, attention_mask=None, **kwargs):
         """Generates targets for the inputs; see `tfllm.generation.generate` for the arguments.
