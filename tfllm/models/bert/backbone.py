@@ -4,9 +4,10 @@ import keras
 import tensorflow as tf
 
 from tfllm.errors import check_int
-from tfllm.layers import DecoderBlock, LayerNorm, PositionEmbedding, TokenEmbedding
+from tfllm.layers import LayerNorm, PositionEmbedding, TokenEmbedding
 from tfllm.models.backbone import Backbone
 from tfllm.models.bert import weights
+from tfllm.models.bert.block import BertBlock
 from tfllm.models.decoder import run_blocks
 from tfllm.models.inputs import unpack_inputs
 
@@ -110,13 +111,12 @@ class BertBackbone(Backbone):
         self.embeddings_norm = LayerNorm(layer_norm_epsilon, dtype=policy, name="embeddings_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embeddings_dropout")
         self.transformer_layers = [
-            DecoderBlock(
+            BertBlock(
                 num_heads,
                 hidden_dim,
                 intermediate_dim,
                 activation=activation,
                 layer_norm_epsilon=layer_norm_epsilon,
-                norm_first=False,
                 dropout=dropout,
                 initializer_range=initializer_range,
                 dtype=policy,

@@ -9,10 +9,11 @@ import keras
 import tensorflow as tf
 
 from tfllm.errors import check_int, invalid_argument
-from tfllm.layers import DecoderBlock, RelativePositionBias, RMSNorm, TokenEmbedding, attention_mask
+from tfllm.layers import RelativePositionBias, RMSNorm, TokenEmbedding, attention_mask
 from tfllm.models.backbone import Backbone
 from tfllm.models.decoder import run_blocks
 from tfllm.models.inputs import unpack_inputs
+from tfllm.models.t5.block import T5Block, T5DecoderBlock
 
 
 def unpack_seq2seq_inputs(inputs, decoder_start_token_id):
@@ -140,25 +141,14 @@ class T5Backbone(Backbone):
         self.decoder_position_bias = RelativePositionBias(
             num_heads, bidirectional=False, name="decoder_position_bias", **bias
         )
-        block = dict(
-            head_dim=self.head_dim,
-            activation=activation,
-            gated_ffn=gated_ffn,
-            norm="rms_norm",
-            layer_norm_epsilon=layer_norm_epsilon,
-            use_bias=False,
-            dropout=dropout,
-            initializer_range=kernel_std,
-            attention_scale=1.0,  # T5 folds the 1/sqrt(head_dim) into its initialization
-            dtype=policy,
-        )
+        block = dict(head_dim=self.head_dim, layer_norm_epsilon=layer_norm_epsilon, activation=activation,
+                     gated_ffn=gated_ffn, dropout=dropout, initializer_range=kernel_std, dtype=policy)
         self.encoder_layers = [
-            DecoderBlock(num_heads, hidden_dim, intermediate_dim, name=f"encoder_layer_{i}", **block)
+            T5Block(num_heads, hidden_dim, intermediate_dim, name=f"encoder_layer_{i}", **block)
             for i in range(self.num_layers)
         ]
         self.decoder_layers = [
-            DecoderBlock(num_heads, hidden_dim, intermediate_dim, cross_attention=True, name=f"decoder_layer_{i}",
-                         **block)
+            T5DecoderBlock(num_heads, hidden_dim, intermediate_dim, name=f"decoder_layer_{i}", **block)
             for i in range(self.num_decoder_layers)
         ]
         self.encoder_norm = RMSNorm(layer_norm_epsilon, dtype=policy, name="encoder_norm")

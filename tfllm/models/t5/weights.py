@@ -7,6 +7,7 @@ position bias, which tfllm keeps beside the stack (`encoder_position_bias`, `dec
 """
 
 from tfllm.checkpoints import TRANSPOSE, WeightEntry, compose, concat
+from tfllm.models.t5.block import T5DecoderBlock
 
 # The embedding's tied copies, the tied (or, for the base model, unused) head, and a bias that
 # old checkpoints carry and transformers ignores as well.
@@ -55,7 +56,7 @@ def _block(block, key):
     entries = [WeightEntry(block.attention_norm.scale, (f"{key}.layer.0.layer_norm.weight",))]
     entries += _self_attention(block.attention, f"{key}.layer.0.SelfAttention")
     ffn_layer = 1
-    if block.cross_attention is not None:
+    if isinstance(block, T5DecoderBlock):
         entries.append(WeightEntry(block.cross_attention_norm.scale, (f"{key}.layer.1.layer_norm.weight",)))
         entries += _cross_attention(block.cross_attention, f"{key}.layer.1.EncDecAttention")
         ffn_layer = 2

@@ -1,0 +1,118 @@
+"""T5's blocks: pre-RMSNorm without biases or score scaling; the decoder's adds cross-attention (Raffel et al., 2020)."""
+
+import keras
+
+from tfllm.errors import invalid_argument
+from tfllm.layers import FeedForward, MultiHeadAttention, RMSNorm
+from tfllm.layers.blocks import TransformerBlock
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class T5Block(TransformerBlock):
+    """The encoder's block: `h = x + attn(norm(x)); y = h + ffn(norm(h))`, no biases, scores not
+    scaled (T5 folds `1 / sqrt(head_dim)` into its initialization). The stack adds its relative
+    position bias to the self-attention scores (`attention_bias`).
+
+    Args:
+        num_heads: attention heads.
+        hidden_dim: width of the residual stream (`d_model`).
+        intermediate_dim: width of the feed-forward inner layer (`d_ff`).
+        head_dim: width of each head (`d_kv`).
+        layer_norm_epsilon: epsilon of the RMSNorms.
+        activation: feed-forward activation: "relu" (T5 v1.0) or "gelu_tanh" (v1.1).
+        gated_ffn: gated feed-forward, `act(gate(x)) * up(x)` (v1.1).
+        dropout: dropout rate on attention probabilities, the feed-forward and the residual branches.
+        initializer_range: standard deviation of the kernels' normal initializer.
+
+    See `TransformerBlock` for the call arguments and outputs.
+    """
+
+    def __init__(self, num_heads, hidden_dim, intermediate_dim, head_dim=None, layer_norm_epsilon=1e-6,
+                 activation="relu", gated_ffn=False, dropout=0.0, initializer_range=0.02, **kwargs):
+        super().__init__(layer_norm_epsilon, dropout, **kwargs)
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.head_dim = head_dim
+        self.activation = activation
+        self.gated_ffn = gated_ffn
+        self.initializer_range = initializer_range
+
+        # === Layers ===
+        self.attention_norm = self._norm("attention_norm")
+        self.attention = self._attention("attention")
+        self._add_sublayers()
+        self.ffn_norm = self._norm("ffn_norm")
+        self.ffn = FeedForward(hidden_dim, intermediate_dim, activation=activation, gated=gated_ffn, use_bias=False,
+                               dropout=dropout, initializer_range=initializer_range, dtype=self.dtype_policy, name="ffn")
+
+    def _add_sublayers(self):
+        """Creates the sublayers between self-attention and the feed-forward (the decoder's)."""
+
+    def _norm(self, name):
+        return RMSNorm(self.layer_norm_epsilon, dtype=self.dtype_policy, name=name)
+
+    def _attention(self, name, cross_attention=False):
+        return MultiHeadAttention(
+            self.num_heads, self.hidden_dim, head_dim=self.head_dim, use_bias=False, dropout=self.dropout,
+            initializer_range=self.initializer_range, scale=1.0, cross_attention=cross_attention,
+            dtype=self.dtype_policy, name=name,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_heads=self.num_heads,
+            hidden_dim=self.hidden_dim,
+            intermediate_dim=self.intermediate_dim,
+            head_dim=self.head_dim,
+            activation=self.activation,
+            gated_ffn=self.gated_ffn,
+            initializer_range=self.initializer_range,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfllm")
+class T5DecoderBlock(T5Block):
+    """The decoder's block: causal self-attention, cross-attention to the encoder's output, feed-forward,
+    each pre-RMSNorm with a residual.
+
+    Takes `T5Block`'s arguments.
+
+    Call arguments:
+        context: `(batch_size, context_length, hidden_dim)` the cross-attention attends to (the
+            encoder's output); not needed when `cross_cache` is given.
+        context_mask: `(batch_size, sequence_length or 1, context_length)` bool, True for real
+            context positions. None attends to every position.
+        cross_cache: `(batch_size, 2, context_length, num_heads, head_dim)`, the context's keys
+            and values from `cross_attention.context_cache(context)`, computed once for decoding.
+        The others as `TransformerBlock`'s; `return_attention_scores` returns the self-attention's.
+    """
+
+    def _add_sublayers(self):
+        self.cross_attention_norm = self._norm("cross_attention_norm")
+        self.cross_attention = self._attention("cross_attention", cross_attention=True)
+
+    def build(self, input_shape):
+        self.cross_attention_norm.build(input_shape)
+        self.cross_attention.build(input_shape, (None, None, self.hidden_dim))
+        super().build(input_shape)
+
+    def call(self, inputs, attention_mask=None, positions=None, cache=None, cache_index=0, attention_bias=None,
+             return_attention_scores=False, training=None, context=None, context_mask=None, cross_cache=None):
+        if context is None and cross_cache is None:
+            raise invalid_argument("context", "the encoder output (or a `cross_cache`) for T5's decoder block", None)
+        attended, extras = self.attend(
+            self.attention_norm(inputs), attention_mask=attention_mask, positions=positions, cache=cache,
+            cache_index=cache_index, attention_bias=attention_bias,
+            return_attention_scores=return_attention_scores, training=training,
+        )
+        x = self.residual(inputs, attended, training)
+        attended = self.cross_attention(self.cross_attention_norm(x), attention_mask=context_mask, cache=cross_cache,
+                                        context=context, training=training)
+        if cross_cache is not None:
+            attended = attended[0]  # the cross cache comes back unchanged
+        x = self.residual(x, attended, training)
+        x = self.residual(x, self.ffn(self.ffn_norm(x), training=training), training)
+        return (x, *extras) if extras else x
