@@ -3,19 +3,27 @@
 import keras
 
 from tfllm.errors import check_float
+from tfllm.layers.attention import MultiHeadAttention
+from tfllm.layers.feedforward import FeedForward
 
 
 class TransformerBlock(keras.layers.Layer):
     """A pre-norm transformer block: `h = x + attn(attention_norm(x)); y = h + ffn(ffn_norm(h))`.
 
-    A family's block subclasses this and creates, in its constructor, exactly the sublayers its
-    paper describes: `attention_norm`, `attention` (a `MultiHeadAttention`), `ffn_norm` and `ffn`
-    (a `FeedForward`), each configured as the family needs. A post-norm family (BERT) or one with
-    more sublayers (T5's decoder) overrides `call` and reuses `attend` and `residual`.
+    A family's block subclasses this and, in its constructor, creates its sublayers with
+    `create_sublayers`: the norm class and the `MultiHeadAttention` and `FeedForward` options its
+    paper describes (biases, rotary positions, grouped-query heads, gating, ...). A post-norm
+    family (BERT) or one with more sublayers (T5's decoder) overrides `call` and reuses `attend`
+    and `residual`.
 
     Args:
-        layer_norm_epsilon: epsilon of the block's norms (which the subclass creates).
-        dropout: dropout rate on both residual branches (the sublayers take their own rates).
+        num_heads: query heads.
+        hidden_dim: width of the residual stream.
+        intermediate_dim: width of the feed-forward inner layer.
+        activation: the feed-forward's activation (see `tfllm.layers.ACTIVATIONS`).
+        layer_norm_epsilon: epsilon of the block's norms.
+        dropout: dropout rate on attention probabilities, the feed-forward and the residual branches.
+        initializer_range: standard deviation of the kernels' normal initializer.
 
     Call arguments:
         inputs: `(batch_size, sequence_length, hidden_dim)`.
@@ -34,11 +42,33 @@ class TransformerBlock(keras.layers.Layer):
         key_length)` are appended, as `MultiHeadAttention` does.
     """
 
-    def __init__(self, layer_norm_epsilon=1e-5, dropout=0.0, **kwargs):
+    def __init__(self, num_heads, hidden_dim, intermediate_dim, activation="gelu", layer_norm_epsilon=1e-5,
+                 dropout=0.0, initializer_range=0.02, **kwargs):
         super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.hidden_dim = hidden_dim
+        self.intermediate_dim = intermediate_dim
+        self.activation = activation
         self.layer_norm_epsilon = check_float("layer_norm_epsilon", layer_norm_epsilon, low=0.0)
         self.dropout = check_float("dropout", dropout, low=0.0, high=1.0, high_inclusive=False)
+        self.initializer_range = initializer_range
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
+
+    def create_sublayers(self, norm, attention=None, ffn=None):
+        """Creates `attention_norm`, `attention`, `ffn_norm` and `ffn`.
+
+        Args:
+            norm: the norm class (`LayerNorm`, `RMSNorm`).
+            attention: `MultiHeadAttention` options beyond the block's sizes, dropout and initializer.
+            ffn: `FeedForward` options beyond the block's sizes, activation, dropout and initializer.
+        """
+        shared = dict(dropout=self.dropout, initializer_range=self.initializer_range, dtype=self.dtype_policy)
+        self.attention_norm = norm(self.layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm")
+        self.attention = MultiHeadAttention(self.num_heads, self.hidden_dim, name="attention", **shared,
+                                            **(attention or {}))
+        self.ffn_norm = norm(self.layer_norm_epsilon, dtype=self.dtype_policy, name="ffn_norm")
+        self.ffn = FeedForward(self.hidden_dim, self.intermediate_dim, activation=self.activation, name="ffn", **shared,
+                               **(ffn or {}))
 
     def build(self, input_shape):
         for layer in (self.attention_norm, self.attention, self.ffn_norm, self.ffn):
@@ -73,5 +103,13 @@ class TransformerBlock(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(layer_norm_epsilon=self.layer_norm_epsilon, dropout=self.dropout)
+        config.update(
+            num_heads=self.num_heads,
+            hidden_dim=self.hidden_dim,
+            intermediate_dim=self.intermediate_dim,
+            activation=self.activation,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            dropout=self.dropout,
+            initializer_range=self.initializer_range,
+        )
         return config

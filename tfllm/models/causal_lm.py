@@ -2,10 +2,11 @@
 
 import tensorflow as tf
 
+from tfllm.models.lm_head import LMHead, LMHeadTask
 from tfllm.models.task import TaskModel
 
 
-class CausalLM(TaskModel):
+class CausalLM(LMHeadTask, TaskModel):
     """A backbone plus a language-model head; `call` returns logits.
 
     A family subclasses this and sets `model_type`; the backbone supplies `forward`,
@@ -13,6 +14,8 @@ class CausalLM(TaskModel):
 
     Args:
         backbone: the family's backbone.
+        tie_word_embeddings: project onto the vocabulary with the transposed token embedding
+            instead of a separate bias-free `lm_head` kernel (see `LMHead`).
         bos_token_id: the checkpoint's beginning-of-sequence id, if any.
         eos_token_id: the default id that stops `generate`, if any.
         pad_token_id: the id `generate` writes after a sequence has ended. Defaults to
@@ -30,21 +33,15 @@ class CausalLM(TaskModel):
     task = "causal_lm"
     model_type = None
 
-    def __init__(self, backbone, bos_token_id=None, eos_token_id=None, pad_token_id=None, **kwargs):
+    def __init__(self, backbone, bos_token_id=None, eos_token_id=None, pad_token_id=None, tie_word_embeddings=True,
+                 **kwargs):
         super().__init__(backbone, **kwargs)
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
-
-    def head(self, backbone_outputs, training=None):
-        return self.compute_logits(backbone_outputs["last_hidden_state"])
-
-    def compute_logits(self, hidden):
-        """`(batch_size, length, hidden_dim)` hidden states → `(batch_size, length, vocabulary_size)` float32 logits.
-
-        Float32 under mixed precision too, so the softmax of the loss and of sampling is exact.
-        """
-        return tf.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
+        self.tie_word_embeddings = bool(tie_word_embeddings)
+        self.lm_head = LMHead(backbone.vocabulary_size, tied=tie_word_embeddings,
+                              initializer_range=backbone.initializer_range, dtype=backbone.dtype_policy, name="lm_head")
 
     def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
         """One forward step over a preallocated cache: returns `(hidden_states, cache)`."""

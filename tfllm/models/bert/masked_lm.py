@@ -5,8 +5,8 @@ from keras import ops
 
 from tfllm.checkpoints import WeightEntry
 from tfllm.layers import LayerNorm, get_activation
-from tfllm.models.bert import weights
 from tfllm.models.bert.task import BertTask
+from tfllm.models.weight_tables import linear, norm
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -65,7 +65,7 @@ class BertMaskedLM(BertTask):
 
     def head_weight_table(self):
         return [
-            *weights.dense(self.transform_dense, "cls.predictions.transform.dense"),
-            *weights.norm(self.transform_norm, "cls.predictions.transform.LayerNorm"),
+            *linear(self.transform_dense, "cls.predictions.transform.dense"),
+            *norm(self.transform_norm, "cls.predictions.transform.LayerNorm"),
             WeightEntry(self.output_bias, ("cls.predictions.bias",)),
         ]

@@ -4,8 +4,8 @@ import keras
 from keras import ops
 
 from tfllm.errors import check_int, invalid_argument
-from tfllm.models.bert import weights
 from tfllm.models.bert.task import BertTask
+from tfllm.models.weight_tables import linear
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -63,7 +63,7 @@ class BertSequenceClassification(BertTask):
         return ops.cast(logits, "float32")  # float32 under mixed precision too
 
     def head_weight_table(self):
-        return weights.dense(self.classifier, "classifier")
+        return linear(self.classifier, "classifier")
 
     def task_config(self):
         """The config.json settings: `num_labels`, `id2label`, `label2id` and `pad_token_id`."""

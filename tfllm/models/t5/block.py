@@ -3,7 +3,7 @@
 import keras
 
 from tfllm.errors import invalid_argument
-from tfllm.layers import FeedForward, MultiHeadAttention, RMSNorm
+from tfllm.layers import MultiHeadAttention, RMSNorm
 from tfllm.layers.blocks import TransformerBlock
 
 
@@ -14,62 +14,33 @@ class T5Block(TransformerBlock):
     position bias to the self-attention scores (`attention_bias`).
 
     Args:
-        num_heads: attention heads.
-        hidden_dim: width of the residual stream (`d_model`).
-        intermediate_dim: width of the feed-forward inner layer (`d_ff`).
+        num_heads, hidden_dim, intermediate_dim, layer_norm_epsilon, dropout, initializer_range:
+            see `TransformerBlock` (`hidden_dim` is `d_model`, `intermediate_dim` is `d_ff`).
         head_dim: width of each head (`d_kv`).
-        layer_norm_epsilon: epsilon of the RMSNorms.
         activation: feed-forward activation: "relu" (T5 v1.0) or "gelu_tanh" (v1.1).
         gated_ffn: gated feed-forward, `act(gate(x)) * up(x)` (v1.1).
-        dropout: dropout rate on attention probabilities, the feed-forward and the residual branches.
-        initializer_range: standard deviation of the kernels' normal initializer.
 
     See `TransformerBlock` for the call arguments and outputs.
     """
 
     def __init__(self, num_heads, hidden_dim, intermediate_dim, head_dim=None, layer_norm_epsilon=1e-6,
                  activation="relu", gated_ffn=False, dropout=0.0, initializer_range=0.02, **kwargs):
-        super().__init__(layer_norm_epsilon, dropout, **kwargs)
-        self.num_heads = num_heads
-        self.hidden_dim = hidden_dim
-        self.intermediate_dim = intermediate_dim
+        super().__init__(num_heads, hidden_dim, intermediate_dim, activation, layer_norm_epsilon, dropout,
+                         initializer_range, **kwargs)
         self.head_dim = head_dim
-        self.activation = activation
         self.gated_ffn = gated_ffn
-        self.initializer_range = initializer_range
-
         # === Layers ===
-        self.attention_norm = self._norm("attention_norm")
-        self.attention = self._attention("attention")
-        self._add_sublayers()
-        self.ffn_norm = self._norm("ffn_norm")
-        self.ffn = FeedForward(hidden_dim, intermediate_dim, activation=activation, gated=gated_ffn, use_bias=False,
-                               dropout=dropout, initializer_range=initializer_range, dtype=self.dtype_policy, name="ffn")
+        self.create_sublayers(RMSNorm, attention=self.attention_options,
+                              ffn=dict(gated=gated_ffn, use_bias=False))
 
-    def _add_sublayers(self):
-        """Creates the sublayers between self-attention and the feed-forward (the decoder's)."""
-
-    def _norm(self, name):
-        return RMSNorm(self.layer_norm_epsilon, dtype=self.dtype_policy, name=name)
-
-    def _attention(self, name, cross_attention=False):
-        return MultiHeadAttention(
-            self.num_heads, self.hidden_dim, head_dim=self.head_dim, use_bias=False, dropout=self.dropout,
-            initializer_range=self.initializer_range, scale=1.0, cross_attention=cross_attention,
-            dtype=self.dtype_policy, name=name,
-        )
+    @property
+    def attention_options(self):
+        """`MultiHeadAttention` options of both attentions: no biases, scores not scaled."""
+        return dict(head_dim=self.head_dim, use_bias=False, scale=1.0)
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            num_heads=self.num_heads,
-            hidden_dim=self.hidden_dim,
-            intermediate_dim=self.intermediate_dim,
-            head_dim=self.head_dim,
-            activation=self.activation,
-            gated_ffn=self.gated_ffn,
-            initializer_range=self.initializer_range,
-        )
+        config.update(head_dim=self.head_dim, gated_ffn=self.gated_ffn)
         return config
 
 
@@ -90,9 +61,15 @@ class T5DecoderBlock(T5Block):
         The others as `TransformerBlock`'s; `return_attention_scores` returns the self-attention's.
     """
 
-    def _add_sublayers(self):
-        self.cross_attention_norm = self._norm("cross_attention_norm")
-        self.cross_attention = self._attention("cross_attention", cross_attention=True)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # === Layers ===
+        self.cross_attention_norm = RMSNorm(self.layer_norm_epsilon, dtype=self.dtype_policy,
+                                            name="cross_attention_norm")
+        self.cross_attention = MultiHeadAttention(
+            self.num_heads, self.hidden_dim, dropout=self.dropout, initializer_range=self.initializer_range,
+            cross_attention=True, dtype=self.dtype_policy, name="cross_attention", **self.attention_options,
+        )
 
     def build(self, input_shape):
         self.cross_attention_norm.build(input_shape)

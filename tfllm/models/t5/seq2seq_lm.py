@@ -3,7 +3,7 @@
 import keras
 import tensorflow as tf
 
-from tfllm.checkpoints import TRANSPOSE, WeightEntry
+from tfllm.models.lm_head import LMHead, LMHeadTask
 from tfllm.models.task import TaskModel
 
 
@@ -28,7 +28,7 @@ def shift_right(labels, decoder_start_token_id, pad_token_id):
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class T5Seq2SeqLM(TaskModel):
+class T5Seq2SeqLM(LMHeadTask, TaskModel):
     """T5 language model (transformers' `T5ForConditionalGeneration`): `T5Backbone` + an LM head.
 
     Args:
@@ -67,36 +67,16 @@ class T5Seq2SeqLM(TaskModel):
         self.tie_word_embeddings = bool(tie_word_embeddings)
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
-        self.lm_head = None
-        if not self.tie_word_embeddings:
-            self.lm_head = keras.layers.Dense(
-                backbone.vocabulary_size,
-                use_bias=False,
-                kernel_initializer=keras.initializers.RandomNormal(stddev=backbone.initializer_factor),
-                dtype=backbone.dtype_policy,
-                name="lm_head",
-            )
+        # The tied head sees the states rescaled, as the Mesh TensorFlow T5 did.
+        self.lm_head = LMHead(
+            backbone.vocabulary_size, tied=self.tie_word_embeddings,
+            scale=backbone.hidden_dim**-0.5 if self.tie_word_embeddings else None,
+            initializer_range=backbone.initializer_factor, dtype=backbone.dtype_policy, name="lm_head",
+        )
 
     @property
     def decoder_start_token_id(self):
         return self.backbone.decoder_start_token_id
-
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        if self.lm_head is not None and not self.lm_head.built:
-            self.lm_head.build((None, None, self.backbone.hidden_dim))
-
-    def head(self, backbone_outputs, training=None):
-        return self.compute_logits(backbone_outputs["last_hidden_state"])
-
-    def compute_logits(self, hidden):
-        """`(batch_size, length, hidden_dim)` decoder states → `(batch_size, length, vocabulary_size)` float32
-        logits (under mixed precision too)."""
-        if self.lm_head is not None:
-            return tf.cast(self.lm_head(hidden), "float32")
-        # The tied head sees the states rescaled, as the Mesh TensorFlow T5 did.
-        logits = self.backbone.token_embedding(hidden * self.backbone.hidden_dim**-0.5, reverse=True)
-        return tf.cast(logits, "float32")
 
     def prepare_decoder_input_ids_from_labels(self, labels):
         """`labels` shifted right after `decoder_start_token_id`, for `decoder_input_ids` (see `shift_right`)."""
@@ -147,12 +127,6 @@ class T5Seq2SeqLM(TaskModel):
         from tfllm.generation import generate  # generation sits above models; imported on use
 
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
-
-    def head_weight_table(self):
-        if self.lm_head is None:
-            return []
-        # PyTorch's Linear weight is (vocabulary_size, hidden_dim); the Keras kernel is its transpose.
-        return [WeightEntry(self.lm_head.kernel, ("lm_head.weight",), TRANSPOSE)]
 
     def task_config(self):
         return {"tie_word_embeddings": self.tie_word_embeddings, "eos_token_id": self.eos_token_id,
