@@ -54,21 +54,32 @@ class TransformerBlock(keras.layers.Layer):
         self.initializer_range = initializer_range
         self.residual_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy)
 
-    def create_sublayers(self, norm, attention=None, ffn=None):
-        """Creates `attention_norm`, `attention`, `ffn_norm` and `ffn`.
+    def create_sublayers(self, norm, attention=None, ffn=None, cross_attention=None):
+        """Creates `attention_norm`, `attention`, `ffn_norm` and `ffn` (and `cross_attention_norm`,
+        `cross_attention` between them for an encoder-decoder's decoder block).
 
         Args:
             norm: the norm class (`LayerNorm`, `RMSNorm`).
             attention: `MultiHeadAttention` options beyond the block's sizes, dropout and initializer.
             ffn: `FeedForward` options beyond the block's sizes, activation, dropout and initializer.
+            cross_attention: the cross-attention's `MultiHeadAttention` options, or None for none.
         """
-        shared = dict(dropout=self.dropout, initializer_range=self.initializer_range, dtype=self.dtype_policy)
-        self.attention_norm = norm(self.layer_norm_epsilon, dtype=self.dtype_policy, name="attention_norm")
-        self.attention = MultiHeadAttention(self.num_heads, self.hidden_dim, name="attention", **shared,
-                                            **(attention or {}))
+        self.attention_norm, self.attention = self.attention_sublayer(norm, "attention", **(attention or {}))
+        if cross_attention is not None:
+            self.cross_attention_norm, self.cross_attention = self.attention_sublayer(
+                norm, "cross_attention", cross_attention=True, **cross_attention
+            )
         self.ffn_norm = norm(self.layer_norm_epsilon, dtype=self.dtype_policy, name="ffn_norm")
-        self.ffn = FeedForward(self.hidden_dim, self.intermediate_dim, activation=self.activation, name="ffn", **shared,
+        self.ffn = FeedForward(self.hidden_dim, self.intermediate_dim, activation=self.activation, name="ffn",
+                               dropout=self.dropout, initializer_range=self.initializer_range, dtype=self.dtype_policy,
                                **(ffn or {}))
+
+    def attention_sublayer(self, norm, name, **options):
+        """`(norm, attention)` named `{name}_norm` and `name`: a norm and a `MultiHeadAttention` with `options`."""
+        attention = MultiHeadAttention(self.num_heads, self.hidden_dim, dropout=self.dropout,
+                                       initializer_range=self.initializer_range, dtype=self.dtype_policy, name=name,
+                                       **options)
+        return norm(self.layer_norm_epsilon, dtype=self.dtype_policy, name=f"{name}_norm"), attention
 
     def build(self, input_shape):
         for layer in (self.attention_norm, self.attention, self.ffn_norm, self.ffn):

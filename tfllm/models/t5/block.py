@@ -3,7 +3,7 @@
 import keras
 
 from tfllm.errors import invalid_argument
-from tfllm.layers import MultiHeadAttention, RMSNorm
+from tfllm.layers import RMSNorm
 from tfllm.layers.blocks import TransformerBlock
 
 
@@ -23,6 +23,8 @@ class T5Block(TransformerBlock):
     See `TransformerBlock` for the call arguments and outputs.
     """
 
+    has_cross_attention = False  # the decoder's block (`T5DecoderBlock`) adds it
+
     def __init__(self, num_heads, hidden_dim, intermediate_dim, head_dim=None, layer_norm_epsilon=1e-6,
                  activation="relu", gated_ffn=False, dropout=0.0, initializer_range=0.02, **kwargs):
         super().__init__(num_heads, hidden_dim, intermediate_dim, activation, layer_norm_epsilon, dropout,
@@ -30,8 +32,8 @@ class T5Block(TransformerBlock):
         self.head_dim = head_dim
         self.gated_ffn = gated_ffn
         # === Layers ===
-        self.create_sublayers(RMSNorm, attention=self.attention_options,
-                              ffn=dict(gated=gated_ffn, use_bias=False))
+        self.create_sublayers(RMSNorm, attention=self.attention_options, ffn=dict(gated=gated_ffn, use_bias=False),
+                              cross_attention=self.attention_options if self.has_cross_attention else None)
 
     @property
     def attention_options(self):
@@ -61,20 +63,12 @@ class T5DecoderBlock(T5Block):
         The others as `TransformerBlock`'s; `return_attention_scores` returns the self-attention's.
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # === Layers ===
-        self.cross_attention_norm = RMSNorm(self.layer_norm_epsilon, dtype=self.dtype_policy,
-                                            name="cross_attention_norm")
-        self.cross_attention = MultiHeadAttention(
-            self.num_heads, self.hidden_dim, dropout=self.dropout, initializer_range=self.initializer_range,
-            cross_attention=True, dtype=self.dtype_policy, name="cross_attention", **self.attention_options,
-        )
+    has_cross_attention = True
 
     def build(self, input_shape):
+        super().build(input_shape)
         self.cross_attention_norm.build(input_shape)
         self.cross_attention.build(input_shape, (None, None, self.hidden_dim))
-        super().build(input_shape)
 
     def call(self, inputs, attention_mask=None, positions=None, cache=None, cache_index=0, attention_bias=None,
              return_attention_scores=False, training=None, context=None, context_mask=None, cross_cache=None):
