@@ -56,6 +56,13 @@ def test_defaults_are_the_last_layer_and_head_zero_and_all_averages(models, hf_a
     assert np.abs(mean["attention"] - theirs[4].mean(axis=0)).max() <= 1e-4
 
 
+def test_attention_map_of_a_task_model_is_its_backbones(folder, models):
+    classifier = tfllm.AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2)
+    ours = inspect.attention_map(classifier, models["tokenizer"], TEXT, layer=2, head=1)
+    expected = inspect.attention_map(models["ours"], models["tokenizer"], TEXT, layer=2, head=1)
+    np.testing.assert_allclose(ours["attention"], expected["attention"], atol=1e-6)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(layer=6), "Invalid value for argument `layer`. Expected an integer from 0 to 5"),
     (dict(layer=-7), "Received: layer=-7"),

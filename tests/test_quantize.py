@@ -57,7 +57,7 @@ def test_every_projection_and_the_tied_head_are_replaced():
     assert model.backbone.token_embedding.table.dtype == "int8"
     assert not any("kernel" == v.path.split("/")[-1] for v in model.weights)  # no float kernel left
     llama = quantize(make_llama(), "bfloat16")
-    assert isinstance(llama.lm_head, QuantizedDense) and llama.lm_head.table.dtype == "bfloat16"
+    assert isinstance(llama.lm_head.dense, QuantizedDense) and llama.lm_head.dense.table.dtype == "bfloat16"
 
 
 def test_int8_is_per_output_channel_symmetric():

@@ -22,6 +22,7 @@ QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR", "TO
 VERBOSE_HELP = "log at INFO level and show TensorFlow's own log (hidden by default)"
 NOISY_LOGGERS = ("tensorflow", "absl", "h5py", "tf2onnx")
 NOISY_MODULES = r"(keras|tensorflow|tf_keras|absl|tf2onnx|google\.protobuf)(\.|$)"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def _version():

@@ -40,10 +40,22 @@ def attention_map(model, tokenizer, text, layer=None, head=0):
     if head != ALL_HEADS:
         head = _check_index("head", backbone.num_heads, "heads", head, extra=f", or {ALL_HEADS!r} for their mean")
     batch = tokenizer([text], return_tensors="np")
-    probabilities = np.asarray(model(batch, output_attentions=True)["attentions"][layer][0])  # (nh, T, T)
+    probabilities = np.asarray(_attentions(model, batch)[layer][0])  # (nh, T, T)
     attention = probabilities.mean(axis=0) if head == ALL_HEADS else probabilities[head]
     tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
     return {"tokens": tokens, "attention": attention.astype(np.float32), "layer": layer, "head": head}
+
+
+def _attentions(model, batch):
+    """Every layer's attention probabilities over the text: a task model's `inspect`, a backbone's flag.
+
+    An encoder-decoder gives its encoder's (the text's tokens attending to each other).
+    """
+    if hasattr(model, "inspect"):  # a task model
+        outputs = model.inspect(batch, output_attentions=True)
+    else:
+        outputs = model(batch, output_attentions=True)
+    return outputs["encoder_attentions" if "encoder_attentions" in outputs else "attentions"]
 
 
 def _check_index(name, count, noun, value, negative=False, extra=""):

@@ -279,7 +279,7 @@ class FeatureExtractionPipeline:
     plus sentence-transformers' pooling).
 
     Args:
-        model: a backbone returning hidden states (`"sequence_output"` for BERT).
+        model: a backbone (its `"last_hidden_state"` output is used).
         tokenizer: its tokenizer.
         pooling: default for calls: `None` gives per-token hidden states (as transformers);
             "auto" pools as the folder's sentence-transformers config says (`sentence_config`);
@@ -340,8 +340,7 @@ class FeatureExtractionPipeline:
                 tokenizer_kwargs = {"truncation": True, "max_length": max_length, **tokenizer_kwargs}
         outputs = []
         for _, batch in _encoded_batches(self.tokenizer, rows, self.batch_size, **tokenizer_kwargs):
-            hidden = self.model(batch)
-            hidden = np.asarray(hidden["sequence_output"] if isinstance(hidden, dict) else hidden)
+            hidden = np.asarray(self.model(batch)["last_hidden_state"])
             mask = batch["attention_mask"]
             outputs.extend(np.asarray(pool(hidden, mask, modes)) if pooled else [h[m == 1] for h, m in zip(hidden, mask)])
         return outputs

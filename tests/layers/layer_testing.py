@@ -28,7 +28,7 @@ def assert_cached_decoding_matches_full(layer, inputs, padding_mask, prefill_len
     causal mask keeps queries from the unwritten zero slots.
 
     Args:
-        layer: a `MultiHeadAttention` or `DecoderBlock` (same call signature).
+        layer: a `MultiHeadAttention` or a transformer block (same call signature).
         inputs: `(batch_size, sequence_length, hidden_dim)`.
         padding_mask: `(batch_size, sequence_length)`, 1 for real tokens.
         prefill_length: tokens fed in the first call.

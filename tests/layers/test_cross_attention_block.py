@@ -1,23 +1,23 @@
-"""DecoderBlock with cross-attention, an additive attention bias and a score scale (T5's decoder block)."""
+"""T5's decoder block: cross-attention, an additive attention bias and unscaled scores, on `TransformerBlock`."""
 
 import numpy as np
 import pytest
 
 from layer_testing import random_inputs, randomize_weights
 from testing import run_serialization_test
-from tfllm.layers import DecoderBlock, RelativePositionBias, attention_mask
+from tfllm.layers import RelativePositionBias, attention_mask
+from tfllm.models.t5.block import T5Block, T5DecoderBlock
 
 X = random_inputs((2, 5, 8))
 CONTEXT = random_inputs((2, 4, 8), seed=2)
 # Row 1's context has one padded position.
 CONTEXT_MASK = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)[:, None, :]
 CAUSAL = attention_mask(np.ones((2, 5), np.int32), 5)
-T5_LIKE = dict(norm="rms_norm", use_bias=False, activation="gelu_tanh", gated_ffn=True, head_dim=4,
-               attention_scale=1.0)
+T5_LIKE = dict(activation="gelu_tanh", gated_ffn=True, head_dim=4)
 
 
 def _block(seed=0, **kwargs):
-    block = DecoderBlock(num_heads=3, hidden_dim=8, intermediate_dim=16, cross_attention=True, **kwargs)
+    block = T5DecoderBlock(num_heads=3, hidden_dim=8, intermediate_dim=16, **kwargs)
     block.build(X.shape)
     return randomize_weights(block, seed=seed)
 
@@ -28,9 +28,8 @@ def _bias(length, key_length, offset=0):
     return layer(np.arange(length) + offset, np.arange(key_length)), layer
 
 
-@pytest.mark.parametrize("norm_first", [True, False], ids=["pre_norm", "post_norm"])
-def test_residual_wiring(norm_first):
-    block = _block(norm_first=norm_first, **T5_LIKE)
+def test_residual_wiring():
+    block = _block(**T5_LIKE)
     bias, _ = _bias(5, 5)
     assert block.cross_attention.cross_attention and block.cross_attention.scale == 1.0
     assert block.attention.scale == 1.0 and block.attention.head_dim == 4
@@ -41,14 +40,9 @@ def test_residual_wiring(norm_first):
     def cross_attend(x):
         return block.cross_attention(x, attention_mask=CONTEXT_MASK, context=CONTEXT)
 
-    if norm_first:
-        h = X + self_attend(block.attention_norm(X))
-        h = h + cross_attend(block.cross_attention_norm(h))
-        expected = h + block.ffn(block.ffn_norm(h))
-    else:
-        h = block.attention_norm(X + self_attend(X))
-        h = block.cross_attention_norm(h + cross_attend(h))
-        expected = block.ffn_norm(h + block.ffn(h))
+    h = X + self_attend(block.attention_norm(X))
+    h = h + cross_attend(block.cross_attention_norm(h))
+    expected = h + block.ffn(block.ffn_norm(h))
     out = block(X, attention_mask=CAUSAL, attention_bias=bias, context=CONTEXT, context_mask=CONTEXT_MASK)
     np.testing.assert_allclose(np.asarray(out), np.asarray(expected), atol=1e-5)
 
@@ -98,8 +92,7 @@ def test_returns_self_attention_scores_with_cross_attention():
     np.testing.assert_allclose(np.asarray(probs).sum(-1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("kwargs", [T5_LIKE, dict(norm_first=False, dropout=0.1, head_dim=4)],
-                         ids=["t5_like", "post_norm"])
+@pytest.mark.parametrize("kwargs", [T5_LIKE, dict(dropout=0.1, head_dim=4)], ids=["gated", "relu_dropout"])
 def test_serialization(kwargs):
     bias, _ = _bias(5, 5)
     run_serialization_test(_block(**kwargs), X, attention_mask=CAUSAL, attention_bias=bias, context=CONTEXT,
@@ -111,14 +104,7 @@ def test_missing_context_names_the_argument():
         _block(**T5_LIKE)(X, attention_mask=CAUSAL)
 
 
-def test_bad_attention_scale_names_the_argument():
-    with pytest.raises(ValueError, match="Invalid value for argument `scale`"):
-        DecoderBlock(num_heads=2, hidden_dim=8, intermediate_dim=16, attention_scale=0.0)
-
-
-def test_defaults_unchanged_without_cross_attention():
-    block = DecoderBlock(num_heads=2, hidden_dim=8, intermediate_dim=16)
-    config = block.get_config()
-    assert block.cross_attention is None and block.cross_attention_norm is None
-    assert config["cross_attention"] is False and config["attention_scale"] is None
-    assert block.attention.scale is None
+def test_encoder_block_has_no_cross_attention():
+    block = T5Block(num_heads=2, hidden_dim=8, intermediate_dim=16)
+    assert not hasattr(block, "cross_attention") and "cross_attention" not in block.get_config()
+    assert block.attention.scale == 1.0 and not block.attention.cross_attention

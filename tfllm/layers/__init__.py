@@ -2,7 +2,7 @@
 
 from tfllm.layers.activations import ACTIVATIONS, get_activation
 from tfllm.layers.attention import MultiHeadAttention
-from tfllm.layers.blocks import DecoderBlock
+from tfllm.layers.blocks import TransformerBlock
 from tfllm.layers.embeddings import PositionEmbedding, TokenEmbedding
 from tfllm.layers.feedforward import FeedForward
 from tfllm.layers.masks import attention_mask, positions_from_mask, update_cache
@@ -12,7 +12,6 @@ from tfllm.layers.relative_bias import RelativePositionBias, relative_position_b
 
 __all__ = [
     "ACTIVATIONS",
-    "DecoderBlock",
     "FeedForward",
     "LayerNorm",
     "MultiHeadAttention",
@@ -22,6 +21,7 @@ __all__ = [
     "RotaryEmbedding",
     "SinusoidalPositionEncoding",
     "TokenEmbedding",
+    "TransformerBlock",
     "attention_mask",
     "get_activation",
     "positions_from_mask",

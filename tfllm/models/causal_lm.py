@@ -4,12 +4,11 @@ import tensorflow as tf
 
 from tfllm.generation.protocol import DecodeState
 from tfllm.models import tasks
-from tfllm.models.decoder import task_outputs
-from tfllm.models.inputs import unpack_inputs
+from tfllm.models.lm_head import LMHead, LMHeadTask
 from tfllm.models.task import TaskModel
 
 
-class CausalLM(TaskModel):
+class CausalLM(LMHeadTask, TaskModel):
     """A backbone plus a language-model head; `call` returns logits.
 
     A family subclasses this and sets `model_type`; the backbone supplies `forward`,
@@ -17,6 +16,8 @@ class CausalLM(TaskModel):
 
     Args:
         backbone: the family's backbone.
+        tie_word_embeddings: project onto the vocabulary with the transposed token embedding
+            instead of a separate bias-free `lm_head` kernel (see `LMHead`).
         bos_token_id: the checkpoint's beginning-of-sequence id, if any.
         eos_token_id: the default id that stops `generate`, if any.
         pad_token_id: the id `generate` writes after a sequence has ended. Defaults to
@@ -25,46 +26,30 @@ class CausalLM(TaskModel):
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
         training: enables dropout.
-        output_attentions: also return every layer's attention probabilities.
-        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, vocabulary_size)` logits; with either flag, a dict with
-        `"logits"` and `"hidden_states"` and/or `"attentions"` (see `tfllm.models.decoder.run_blocks`).
+        `(batch_size, sequence_length, vocabulary_size)` logits. `inspect` adds the attentions
+        and hidden states (see `tfllm.models.decoder.run_blocks`).
     """
 
     task = tasks.CAUSAL_LM
     model_type = None
     export_formats = tasks.EXPORT_FORMATS
 
-    def __init__(self, backbone, bos_token_id=None, eos_token_id=None, pad_token_id=None, **kwargs):
+    def __init__(self, backbone, bos_token_id=None, eos_token_id=None, pad_token_id=None, tie_word_embeddings=True,
+                 **kwargs):
         super().__init__(backbone, **kwargs)
         self.bos_token_id = bos_token_id
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
-
-    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
-        token_ids, padding_mask = unpack_inputs(inputs)
-        outputs = self.backbone.forward(
-            token_ids,
-            padding_mask,
-            training=training,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
-        hidden = outputs["last_hidden_state"] if isinstance(outputs, dict) else outputs
-        return task_outputs(self.compute_logits(hidden), outputs)
-
-    def compute_logits(self, hidden):
-        """`(batch_size, length, hidden_dim)` hidden states → `(batch_size, length, vocabulary_size)` float32 logits.
-
-        Float32 under mixed precision too, so the softmax of the loss and of sampling is exact.
-        """
-        return tf.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
+        self.tie_word_embeddings = bool(tie_word_embeddings)
+        self.lm_head = LMHead(backbone.vocabulary_size, tied=tie_word_embeddings,
+                              initializer_range=backbone.initializer_range, dtype=backbone.dtype_policy, name="lm_head")
 
     def call_with_cache(self, token_ids, padding_mask, cache, cache_index):
         """One forward step over a preallocated cache: returns `(hidden_states, cache)`."""
-        return self.backbone.forward(token_ids, padding_mask, cache=cache, cache_index=cache_index)
+        outputs = self.backbone.forward(token_ids, padding_mask, cache=cache, cache_index=cache_index)
+        return outputs["last_hidden_state"], outputs["cache"]
 
     def prefill(self, token_ids, padding_mask, max_new_tokens):
         """Runs left-padded prompts into a fresh cache sized for `max_new_tokens` more tokens.

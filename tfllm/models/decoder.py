@@ -1,7 +1,7 @@
 """The decoder-only backbone shared by GPT-2 and Llama: embed, decoder blocks, a final norm.
 
-Also the block loop every backbone (BERT's too) runs, which collects what transformers returns
-for `output_attentions=True` and `output_hidden_states=True`.
+Also the block loop every backbone (BERT's and T5's too) runs, which collects what transformers
+returns for `output_attentions=True` and `output_hidden_states=True`.
 """
 
 import tensorflow as tf
@@ -11,19 +11,18 @@ from tfllm.models.backbone import Backbone
 from tfllm.models.inputs import unpack_inputs
 
 
-# Keys a model's output dict gains with `output_hidden_states=True` / `output_attentions=True`.
-INSPECTION_KEYS = ("hidden_states", "attentions")
-
-
-def run_blocks(blocks, x, final_norm=None, cache=None, output_attentions=False, output_hidden_states=False, **kwargs):
+def run_blocks(blocks, x, final_norm=None, cache=None, per_block=None, output_attentions=False,
+               output_hidden_states=False, **kwargs):
     """Runs `x` through `blocks` (and `final_norm`), collecting what transformers' `output_*` flags return.
 
     Args:
-        blocks: the `DecoderBlock`s, in order.
+        blocks: the transformer blocks, in order.
         x: `(batch_size, length, hidden_dim)` embeddings.
         final_norm: the norm after the last block, if any.
         cache: tuple of per-block caches, or None for a full pass.
-        output_attentions: collect each block's attention probabilities.
+        per_block: `{argument: tuple with one value per block}` for other per-block arguments
+            (T5's `cross_cache`).
+        output_attentions: collect each block's self-attention probabilities.
         output_hidden_states: collect the embeddings and each block's output.
         **kwargs: passed to every block (`attention_mask`, `positions`, `cache_index`, `training`).
 
@@ -36,8 +35,9 @@ def run_blocks(blocks, x, final_norm=None, cache=None, output_attentions=False, 
     """
     hidden_states, attentions, new_cache = [x], [], []
     for i, block in enumerate(blocks):
+        own = {name: values[i] for name, values in (per_block or {}).items() if values is not None}
         outputs = block(
-            x, cache=None if cache is None else cache[i], return_attention_scores=output_attentions, **kwargs
+            x, cache=None if cache is None else cache[i], return_attention_scores=output_attentions, **own, **kwargs
         )
         if cache is None and not output_attentions:
             outputs = (outputs,)
@@ -60,29 +60,12 @@ def run_blocks(blocks, x, final_norm=None, cache=None, output_attentions=False, 
     return result
 
 
-def task_outputs(logits, backbone_outputs):
-    """A task model's result: `logits` alone, or a dict with the backbone's inspection outputs added.
-
-    Args:
-        logits: the head's output.
-        backbone_outputs: the backbone's dict (or a tensor, which has nothing to add).
-
-    Returns:
-        `logits` when `backbone_outputs` holds none of `INSPECTION_KEYS`, else `{"logits": logits,
-        "hidden_states": ..., "attentions": ...}` with the keys that are there.
-    """
-    extras = {}
-    if isinstance(backbone_outputs, dict):
-        extras = {key: backbone_outputs[key] for key in INSPECTION_KEYS if key in backbone_outputs}
-    return {"logits": logits, **extras} if extras else logits
-
-
 class DecoderBackbone(Backbone):
     """Base of decoder-only backbones: token ids and padding mask in, final hidden states out.
 
     A subclass creates `token_embedding`, `embeddings_dropout`, `transformer_layers` (a list of
-    `DecoderBlock`) and `layer_norm` (the final norm), sets `model_type` and `hidden_dim`, and
-    overrides `embed` when it adds more than the token embedding (GPT-2's learned positions).
+    blocks) and `layer_norm` (the final norm), sets `model_type` and `hidden_dim`, and overrides
+    `embed` when it adds more than the token embedding (GPT-2's learned positions).
 
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
@@ -91,8 +74,8 @@ class DecoderBackbone(Backbone):
         output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, hidden_dim)` hidden states; with either flag, a dict with
-        `"last_hidden_state"` and `"hidden_states"` and/or `"attentions"` (see `run_blocks`).
+        A dict: `"last_hidden_state"`, `(batch_size, sequence_length, hidden_dim)` final hidden
+        states, and with the flags `"hidden_states"` and/or `"attentions"` (see `run_blocks`).
     """
 
     model_type = None
@@ -139,15 +122,15 @@ class DecoderBackbone(Backbone):
             output_hidden_states: also return the embeddings and every layer's output.
 
         Returns:
-            Hidden states `(batch_size, length, hidden_dim)`, and with a cache the updated cache;
-            with either `output_*` flag, the dict of `run_blocks`.
+            The dict of `run_blocks`: `"last_hidden_state"` `(batch_size, length, hidden_dim)`,
+            `"cache"` (the updated cache) when `cache` is given, and what the flags ask for.
         """
         length = tf.shape(token_ids)[1]
         # A gather, not a slice: a slice of run-time size breaks shape inference under XLA.
         positions = tf.gather(positions_from_mask(padding_mask), cache_index + tf.range(length), axis=1)
         mask = attention_mask(padding_mask, length, cache_index)  # (B, T, S)
         x = self.embeddings_dropout(self.embed(token_ids, positions), training=training)
-        outputs = run_blocks(
+        return run_blocks(
             self.transformer_layers,
             x,
             final_norm=self.layer_norm,
@@ -159,10 +142,6 @@ class DecoderBackbone(Backbone):
             cache_index=cache_index,
             training=training,
         )
-        if output_attentions or output_hidden_states:
-            return outputs
-        x = outputs["last_hidden_state"]
-        return x if cache is None else (x, outputs["cache"])
 
     def init_cache(self, batch_size, cache_length):
         """A zero cache: `num_layers` tensors `(batch_size, 2, cache_length, num_key_value_heads, head_dim)`."""

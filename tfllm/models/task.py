@@ -7,11 +7,14 @@ from tfllm.generation import generate
 from tfllm.models import pretrained, tasks
 from tfllm.models.runtime import HasRuntime
 
+# Backbone output keys that `inspect` passes on ("attentions", "decoder_hidden_states", ...).
+INSPECTION_SUFFIXES = ("attentions", "hidden_states")
+
 
 class TaskModel(HasRuntime, keras.Model):
     """A family's backbone and a head. Subclasses set `model_type` and `task`, build the head and
-    implement `call`, `head_weight_table` and `task_config` (the constructor arguments besides the
-    backbone, which are also the task's `config.json` settings).
+    implement `head` (backbone outputs → logits), `head_weight_table` and `task_config` (the
+    constructor arguments besides the backbone, which are also the task's `config.json` settings).
 
     The contract other packages rely on (see `tfllm.models.tasks`): `task`, `is_encoder`,
     `export_formats`, and `runtime` (compiled functions, quantization, adapters; see
@@ -19,6 +22,14 @@ class TaskModel(HasRuntime, keras.Model):
 
     Args:
         backbone: the family's backbone.
+
+    Call arguments:
+        inputs: what the backbone takes (a tokenizer's dict, or a tensor of token ids).
+        training: enables dropout.
+
+    Returns:
+        The logits, always (so `compile` and `fit` work with a plain loss); `inspect` adds the
+        attentions and hidden states.
     """
 
     model_type = None
@@ -52,6 +63,32 @@ class TaskModel(HasRuntime, keras.Model):
             raise invalid_argument("model", f"a model of a generative task ({', '.join(tasks.GENERATIVE)})",
                                    tasks.describe(self))
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)
+
+    def call(self, inputs, training=None):
+        return self.head(self.backbone(inputs, training=training), training=training)
+
+    def head(self, backbone_outputs, training=None):
+        """The task's logits from the backbone's output dict."""
+        raise NotImplementedError
+
+    def inspect(self, inputs, output_attentions=False, output_hidden_states=False):
+        """The logits with what transformers' `output_attentions` / `output_hidden_states` return.
+
+        Args:
+            inputs: as for `call`.
+            output_attentions: also return every layer's attention probabilities.
+            output_hidden_states: also return the embeddings and every layer's output.
+
+        Returns:
+            A dict: `"logits"`, as `call` returns them, and the backbone's inspection outputs the
+            flags ask for: `"attentions"` (`num_layers` tensors `(batch_size, num_heads,
+            sequence_length, key_length)`) and `"hidden_states"` (`num_layers + 1` tensors
+            `(batch_size, sequence_length, hidden_dim)`), or for an encoder-decoder their
+            `"encoder_"` and `"decoder_"` versions.
+        """
+        outputs = self.backbone(inputs, output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        inspection = {key: value for key, value in outputs.items() if key.endswith(INSPECTION_SUFFIXES)}
+        return {"logits": self.head(outputs), **inspection}
 
     def head_weight_table(self):
         """Weight entries of the head beyond the backbone's (none when tied), keyed by full HF names."""

@@ -169,7 +169,7 @@ def _sentencepiece_proto(folder, backend):
     try:
         return sentencepiece.read_model_proto(folder_file(folder, "spiece.model"))
     except ValueError as error:
-        logger.warning("Not keeping %s for in-graph tokenization: %s", path, error)
+        logger.warning("Not keeping %s for in-graph tokenization: %s", os.path.join(folder, "spiece.model"), error)
         return None
 
 

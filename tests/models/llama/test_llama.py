@@ -25,11 +25,18 @@ VARIANTS = {
 }
 
 
+# Llama's attention and MLP biases are independent options; not part of the `reference` fixture's run.
+BIAS_VARIANTS = {
+    "llama_attention_bias": ("LlamaForCausalLM", dict(attention_bias=True, mlp_bias=False)),
+    "llama_mlp_bias": ("LlamaForCausalLM", dict(attention_bias=False, mlp_bias=True)),
+}
+
+
 def make_hf_model(folder, name, seed=0):
     """Writes a random transformers model of variant `name` to `folder` and returns it (eval mode)."""
     import transformers
 
-    class_name, overrides = VARIANTS[name]
+    class_name, overrides = {**VARIANTS, **BIAS_VARIANTS}[name]
     model_class = getattr(transformers, class_name)
     torch.manual_seed(seed)
     config = model_class.config_class(**{**TINY, **overrides}, attn_implementation="eager")
@@ -119,7 +126,7 @@ def test_backbone_matches_hidden_states(reference):
             input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
             position_ids=torch.tensor(hf_position_ids(mask)),
         ).last_hidden_state.numpy()
-    ours = backbone({"input_ids": ids, "attention_mask": mask}).numpy()
+    ours = backbone({"input_ids": ids, "attention_mask": mask})["last_hidden_state"].numpy()
     assert np.abs((ours - hidden) * mask[:, :, None]).max() < 1e-4
 
 
@@ -164,7 +171,6 @@ def _edited(folder, tmp_path, **changes):
         (dict(hidden_act="gelu"), "hidden_act"),
         (dict(model_type="mistral", sliding_window=16), "sliding_window"),
         (dict(model_type="qwen2", use_sliding_window=True, sliding_window=16), "sliding_window"),
-        (dict(attention_bias=True), "attention_bias"),
     ],
 )
 def test_unsupported_option_raises_not_implemented_naming_it(llama_folder, tmp_path, changes, option):
@@ -177,7 +183,8 @@ def test_qwen2_sliding_window_is_ignored_when_not_used(llama_folder, tmp_path):
         _edited(llama_folder, tmp_path, model_type="qwen2", use_sliding_window=False, sliding_window=16)
     )
     assert config.backbone_kwargs["variant"] == "qwen2"
-    assert config.backbone_kwargs["attention_bias"] and not config.backbone_kwargs["use_bias"]
+    kwargs = config.backbone_kwargs
+    assert kwargs["attention_bias"] and not kwargs["attention_output_bias"] and not kwargs["mlp_bias"]
 
 
 def test_sliding_window_as_long_as_the_positions_is_accepted(llama_folder, tmp_path):
@@ -190,6 +197,34 @@ def test_saving_a_variant_with_impossible_biases_is_refused(tmp_path):
                              variant="mistral", attention_bias=True)
     backbone.build()
     with pytest.raises(ValueError, match="`mistral`.*attention_bias=False"):
+        backbone.save_pretrained(tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", sorted(BIAS_VARIANTS))
+def test_attention_and_mlp_biases_are_independent_as_in_transformers(name, tmp_path):
+    import transformers
+
+    hf_model = make_hf_model(tmp_path / "in", name)
+    ids, mask = left_padded_batch()
+    model = tfllm.AutoModelForCausalLM.from_pretrained(tmp_path / "in")
+    block = model.backbone.transformer_layers[0]
+    assert (block.attention.qkv.bias is not None) == hf_model.config.attention_bias
+    assert (block.attention.output_dense.bias is not None) == hf_model.config.attention_bias
+    assert (block.ffn.up.bias is not None) == hf_model.config.mlp_bias
+    expected = hf_logits(hf_model, ids, mask)
+    assert real_positions_diff(model({"input_ids": ids, "attention_mask": mask}), expected, mask) < 1e-4
+    model.save_pretrained(tmp_path / "out")
+    reloaded = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out").eval()
+    assert (reloaded.config.attention_bias, reloaded.config.mlp_bias) == (hf_model.config.attention_bias,
+                                                                         hf_model.config.mlp_bias)
+    assert real_positions_diff(hf_logits(reloaded, ids, mask), expected, mask) < 1e-4
+
+
+def test_saving_llama_with_a_query_bias_but_no_output_bias_is_refused(tmp_path):
+    backbone = LlamaBackbone(vocabulary_size=10, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+                             attention_bias=True)
+    backbone.build()
+    with pytest.raises(ValueError, match="attention_bias covers the query/key/value and output projections"):
         backbone.save_pretrained(tmp_path / "out")
 
 

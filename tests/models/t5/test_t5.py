@@ -200,8 +200,8 @@ def test_backbone_matches_transformers_t5_model(reference, tmp_path):
     batch = reference["batch"]
     hf_base = transformers.T5Model.from_pretrained(reference["folder"]).eval()
     expected = hf_outputs(hf_base, batch)
-    assert decoder_diff(backbone(batch), expected.last_hidden_state.numpy(), batch) < 1e-4
-    encoded = backbone.encode(tf_int(batch["input_ids"]), tf_int(batch["attention_mask"])).numpy()
+    assert decoder_diff(backbone(batch)["last_hidden_state"], expected.last_hidden_state.numpy(), batch) < 1e-4
+    encoded = backbone.encode(tf_int(batch["input_ids"]), tf_int(batch["attention_mask"]))["last_hidden_state"].numpy()
     real = batch["attention_mask"][:, :, None]
     assert np.abs((encoded - expected.encoder_last_hidden_state.numpy()) * real).max() < 1e-4
     backbone.save_pretrained(tmp_path / "base")

@@ -4,10 +4,11 @@ import keras
 import tensorflow as tf
 
 from tfllm.errors import check_int
-from tfllm.layers import DecoderBlock, LayerNorm, PositionEmbedding, TokenEmbedding
+from tfllm.layers import LayerNorm, PositionEmbedding, TokenEmbedding
 from tfllm.models import tasks
 from tfllm.models.backbone import Backbone
 from tfllm.models.bert import weights
+from tfllm.models.bert.block import BertBlock
 from tfllm.models.decoder import run_blocks
 from tfllm.models.inputs import unpack_inputs
 
@@ -49,8 +50,9 @@ class BertBackbone(Backbone):
         output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        A dict with `"sequence_output"`, `(batch_size, sequence_length, hidden_dim)` final hidden
-        states, and `"pooled_output"`, `(batch_size, hidden_dim)`: `tanh(dense(first token))`.
+        A dict with `"last_hidden_state"`, `(batch_size, sequence_length, hidden_dim)` final hidden
+        states (also under `"sequence_output"`, the same tensor), and `"pooled_output"`,
+        `(batch_size, hidden_dim)`: `tanh(dense(first token))`.
         `output_hidden_states=True` adds `"hidden_states"`, `num_layers + 1` tensors `(batch_size,
         sequence_length, hidden_dim)` (the embeddings, then each layer's output);
         `output_attentions=True` adds `"attentions"`, `num_layers` tensors `(batch_size,
@@ -59,7 +61,7 @@ class BertBackbone(Backbone):
     Example:
     >>> backbone = BertBackbone(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
     ...                         intermediate_dim=32, max_sequence_length=32)
-    >>> tuple(backbone(np.array([[1, 2, 3]]))["sequence_output"].shape)
+    >>> tuple(backbone(np.array([[1, 2, 3]]))["last_hidden_state"].shape)
     (1, 3, 16)
     """
 
@@ -112,13 +114,12 @@ class BertBackbone(Backbone):
         self.embeddings_norm = LayerNorm(layer_norm_epsilon, dtype=policy, name="embeddings_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embeddings_dropout")
         self.transformer_layers = [
-            DecoderBlock(
+            BertBlock(
                 num_heads,
                 hidden_dim,
                 intermediate_dim,
                 activation=activation,
                 layer_norm_epsilon=layer_norm_epsilon,
-                norm_first=False,
                 dropout=dropout,
                 initializer_range=initializer_range,
                 dtype=policy,
@@ -165,9 +166,8 @@ class BertBackbone(Backbone):
             attention_mask=mask,
             training=training,
         )
-        x = outputs.pop("last_hidden_state")
-        return {"sequence_output": x, "pooled_output": self.pooler(x[:, 0, :]), **outputs}
-
+        x = outputs["last_hidden_state"]
+        return {**outputs, "sequence_output": x, "pooled_output": self.pooler(x[:, 0, :])}
 
     def get_config(self):
         config = super().get_config()

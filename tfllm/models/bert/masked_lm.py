@@ -6,8 +6,8 @@ from keras import ops
 from tfllm.checkpoints import WeightEntry
 from tfllm.layers import LayerNorm, get_activation
 from tfllm.models import tasks
-from tfllm.models.bert import weights
 from tfllm.models.bert.task import BertTask
+from tfllm.models.weight_tables import linear, norm
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -21,12 +21,10 @@ class BertMaskedLM(BertTask):
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`, optional `token_type_ids`).
         training: enables dropout.
-        output_attentions: also return every layer's attention probabilities.
-        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, vocabulary_size)` logits; with either flag, a dict with
-        `"logits"` and `"hidden_states"` and/or `"attentions"` (see `BertBackbone`).
+        `(batch_size, sequence_length, vocabulary_size)` logits. `inspect` adds the attentions and
+        hidden states (see `BertBackbone`).
 
     Example:
     >>> model = tfllm.AutoModelForMaskedLM.from_pretrained("path/to/bert")
@@ -60,19 +58,16 @@ class BertMaskedLM(BertTask):
         )
         self.built = True
 
-    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
-        outputs = self.backbone(
-            inputs, training=training, output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
-        hidden = outputs["sequence_output"]
+    def head(self, backbone_outputs, training=None):
+        hidden = backbone_outputs["last_hidden_state"]
         hidden = self.transform_norm(self.transform_activation(self.transform_dense(hidden)))
         # Float32 logits (and a float32 bias) under mixed precision too.
         logits = ops.cast(self.backbone.token_embedding(hidden, reverse=True), "float32")
-        return self.task_outputs(logits + ops.cast(self.output_bias, "float32"), outputs)
+        return logits + ops.cast(self.output_bias, "float32")
 
     def head_weight_table(self):
         return [
-            *weights.dense(self.transform_dense, "cls.predictions.transform.dense"),
-            *weights.norm(self.transform_norm, "cls.predictions.transform.LayerNorm"),
+            *linear(self.transform_dense, "cls.predictions.transform.dense"),
+            *norm(self.transform_norm, "cls.predictions.transform.LayerNorm"),
             WeightEntry(self.output_bias, ("cls.predictions.bias",)),
         ]

@@ -5,8 +5,8 @@ from keras import ops
 
 from tfllm.errors import check_int, invalid_argument
 from tfllm.models import tasks
-from tfllm.models.bert import weights
 from tfllm.models.bert.task import BertTask
+from tfllm.models.weight_tables import linear
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -60,16 +60,12 @@ class BertSequenceClassification(BertTask):
         self.classifier.build((None, self.backbone.hidden_dim))
         self.built = True
 
-    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
-        outputs = self.backbone(
-            inputs, training=training, output_attentions=output_attentions, output_hidden_states=output_hidden_states
-        )
-        logits = self.classifier(self.classifier_dropout(outputs["pooled_output"], training=training))
-        logits = ops.cast(logits, "float32")  # float32 under mixed precision too
-        return self.task_outputs(logits, outputs)
+    def head(self, backbone_outputs, training=None):
+        logits = self.classifier(self.classifier_dropout(backbone_outputs["pooled_output"], training=training))
+        return ops.cast(logits, "float32")  # float32 under mixed precision too
 
     def head_weight_table(self):
-        return weights.dense(self.classifier, "classifier")
+        return linear(self.classifier, "classifier")
 
     def task_config(self):
         """The config.json settings: `num_labels`, `id2label`, `label2id` and `pad_token_id`."""

@@ -1,16 +1,11 @@
 """What every BERT task model shares: the backbone, serialization, loading and saving."""
 
-from tfllm.models import decoder, tasks
 from tfllm.models.bert import weights
 from tfllm.models.task import TaskModel
 
 
 class BertTask(TaskModel):
-    """A `BertBackbone` plus a head; subclasses set `task` and build the head.
-
-    Every task's `call` takes `output_attentions` and `output_hidden_states` as transformers does;
-    with either, it returns a dict with `"logits"` and the backbone's `"hidden_states"` and/or
-    `"attentions"` instead of the logits alone.
+    """A `BertBackbone` plus a head; subclasses set `task`, build the head and implement `head`.
 
     Args:
         backbone: a `BertBackbone`.
@@ -31,10 +26,6 @@ class BertTask(TaskModel):
     def optional_hf_keys(self):
         """Regexes of keys (backbone keys without "bert.") that may be absent from a checkpoint."""
         return weights.OPTIONAL + self.head_optional_hf_keys
-
-    def task_outputs(self, logits, backbone_outputs):
-        """`logits`, or with inspection outputs in `backbone_outputs` a dict holding both."""
-        return decoder.task_outputs(logits, backbone_outputs)
 
     def head_weight_table(self):
         """Weight entries of the head, keyed by full HF names."""

@@ -3,8 +3,9 @@
 import keras
 
 from tfllm.errors import check_int
-from tfllm.layers import DecoderBlock, LayerNorm, PositionEmbedding, TokenEmbedding
+from tfllm.layers import LayerNorm, PositionEmbedding, TokenEmbedding
 from tfllm.models.decoder import DecoderBackbone
+from tfllm.models.gpt2.block import GPT2Block
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -30,13 +31,13 @@ class GPT2Backbone(DecoderBackbone):
         output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, hidden_dim)` hidden states; with either flag, a dict with
-        `"last_hidden_state"` and `"hidden_states"` and/or `"attentions"` (see `DecoderBackbone`).
+        A dict with `"last_hidden_state"`, `(batch_size, sequence_length, hidden_dim)`, and what
+        the flags ask for (see `DecoderBackbone`).
 
     Example:
     >>> backbone = GPT2Backbone(vocabulary_size=100, num_layers=2, num_heads=2, hidden_dim=16,
     ...                         intermediate_dim=32, max_sequence_length=32)
-    >>> tuple(backbone(np.array([[1, 2, 3]])).shape)
+    >>> tuple(backbone(np.array([[1, 2, 3]]))["last_hidden_state"].shape)
     (1, 3, 16)
     """
 
@@ -79,7 +80,7 @@ class GPT2Backbone(DecoderBackbone):
         )
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embeddings_dropout")
         self.transformer_layers = [
-            DecoderBlock(
+            GPT2Block(
                 num_heads,
                 hidden_dim,
                 intermediate_dim,

@@ -3,11 +3,10 @@
 import keras
 
 from tfllm.errors import check_choice, check_int
-from tfllm.layers import DecoderBlock, RMSNorm, TokenEmbedding
+from tfllm.layers import RMSNorm, TokenEmbedding
 from tfllm.models.decoder import DecoderBackbone
-
-# The checkpoint families this backbone reproduces; kept so a Mistral saves as a Mistral.
-VARIANTS = ("llama", "mistral", "qwen2")
+from tfllm.models.llama.block import LlamaBlock
+from tfllm.models.llama.variants import VARIANTS
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
@@ -29,11 +28,13 @@ class LlamaBackbone(DecoderBackbone):
         layer_norm_epsilon: epsilon of every RMSNorm.
         rope_max_wavelength: the rotary base (`rope_theta`).
         rope_scaling_factor: linear rotary scaling (positions are divided by it).
-        attention_bias: biases on the query/key/value projections (Qwen2).
-        use_bias: biases on the attention output and feed-forward projections.
+        attention_bias: biases on the query/key/value projections (Llama's `attention_bias`, Qwen2).
+        attention_output_bias: bias on the attention output projection (Llama's `attention_bias`).
+        mlp_bias: biases on the feed-forward projections (Llama's `mlp_bias`).
         dropout: dropout rate on attention probabilities, the feed-forward and residual branches.
         initializer_range: standard deviation of the weight initializer.
-        variant: the checkpoint's `model_type` ("llama", "mistral" or "qwen2"), written back on save.
+        variant: the checkpoint's `model_type` ("llama", "mistral" or "qwen2"), written back on save
+            (see `tfllm.models.llama.variants`).
 
     Call arguments:
         inputs: a tokenizer's dict (`input_ids`, `attention_mask`) or a tensor of token ids.
@@ -42,13 +43,13 @@ class LlamaBackbone(DecoderBackbone):
         output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, sequence_length, hidden_dim)` hidden states; with either flag, a dict with
-        `"last_hidden_state"` and `"hidden_states"` and/or `"attentions"` (see `DecoderBackbone`).
+        A dict with `"last_hidden_state"`, `(batch_size, sequence_length, hidden_dim)`, and what
+        the flags ask for (see `DecoderBackbone`).
 
     Example:
     >>> backbone = LlamaBackbone(vocabulary_size=100, num_layers=2, num_heads=4, num_key_value_heads=2,
     ...                          hidden_dim=16, intermediate_dim=32)
-    >>> tuple(backbone(np.array([[1, 2, 3]])).shape)
+    >>> tuple(backbone(np.array([[1, 2, 3]]))["last_hidden_state"].shape)
     (1, 3, 16)
     """
 
@@ -68,7 +69,8 @@ class LlamaBackbone(DecoderBackbone):
         rope_max_wavelength=10000.0,
         rope_scaling_factor=1.0,
         attention_bias=False,
-        use_bias=False,
+        attention_output_bias=False,
+        mlp_bias=False,
         dropout=0.0,
         initializer_range=0.02,
         variant="llama",
@@ -88,10 +90,11 @@ class LlamaBackbone(DecoderBackbone):
         self.rope_max_wavelength = rope_max_wavelength
         self.rope_scaling_factor = rope_scaling_factor
         self.attention_bias = attention_bias
-        self.use_bias = use_bias
+        self.attention_output_bias = attention_output_bias
+        self.mlp_bias = mlp_bias
         self.dropout = dropout
         self.initializer_range = initializer_range
-        self.variant = check_choice("variant", variant, VARIANTS)
+        self.variant = check_choice("variant", variant, tuple(VARIANTS))
 
         # === Layers ===
         policy = self.dtype_policy
@@ -100,21 +103,19 @@ class LlamaBackbone(DecoderBackbone):
         )
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embeddings_dropout")
         self.transformer_layers = [
-            DecoderBlock(
+            LlamaBlock(
                 num_heads,
                 hidden_dim,
                 intermediate_dim,
                 num_key_value_heads=self.num_key_value_heads,
                 head_dim=head_dim,
-                activation="silu",
-                gated_ffn=True,
-                norm="rms_norm",
                 layer_norm_epsilon=layer_norm_epsilon,
-                use_bias=use_bias,
+                rope_max_wavelength=rope_max_wavelength,
+                rope_scaling_factor=rope_scaling_factor,
                 attention_bias=attention_bias,
+                attention_output_bias=attention_output_bias,
+                mlp_bias=mlp_bias,
                 dropout=dropout,
-                rotary_max_wavelength=rope_max_wavelength,
-                rotary_scaling_factor=rope_scaling_factor,
                 initializer_range=initializer_range,
                 dtype=policy,
                 name=f"transformer_layer_{i}",
@@ -138,7 +139,8 @@ class LlamaBackbone(DecoderBackbone):
             rope_max_wavelength=self.rope_max_wavelength,
             rope_scaling_factor=self.rope_scaling_factor,
             attention_bias=self.attention_bias,
-            use_bias=self.use_bias,
+            attention_output_bias=self.attention_output_bias,
+            mlp_bias=self.mlp_bias,
             dropout=self.dropout,
             initializer_range=self.initializer_range,
             variant=self.variant,

@@ -1,7 +1,7 @@
 """Llama, Mistral and Qwen2 `config.json` ↔ `LlamaBackbone` constructor arguments."""
 
 from tfllm.models.hf_config import config_sizes
-from tfllm.models.llama.backbone import VARIANTS
+from tfllm.models.llama.variants import VARIANTS
 
 _ACTIVATIONS = ("silu", "swish")  # two names for the same function in transformers
 
@@ -24,38 +24,33 @@ def _rope_scaling_factor(hf):
     return float(scaling["factor"])
 
 
-def _check_sliding_window(hf, model_type, max_positions):
-    if model_type == "qwen2" and not hf.get("use_sliding_window", False):
+def _check_sliding_window(hf, variant, max_positions):
+    if variant.sliding_window_switch is not None and not hf.get(variant.sliding_window_switch, False):
         return
     window = hf.get("sliding_window")
     if window is not None and window < max_positions:
         _refuse("sliding_window", window, f"None, or at least max_position_embeddings ({max_positions})")
 
 
-def _biases(hf, model_type):
-    """Returns `(attention_bias, use_bias)`: biases on q/k/v, and on o_proj and the MLP."""
-    if model_type == "qwen2":
-        return True, False
-    if model_type == "mistral":
-        return False, False
-    attention_bias, mlp_bias = bool(hf.get("attention_bias", False)), bool(hf.get("mlp_bias", False))
-    # Llama's attention_bias also covers o_proj, which tfllm's block ties to the MLP's biases.
-    if attention_bias != mlp_bias:
-        _refuse("attention_bias", attention_bias, f"the same value as mlp_bias ({mlp_bias})")
-    return attention_bias, mlp_bias
+def _biases(hf, variant):
+    """Returns `(attention_bias, attention_output_bias, mlp_bias)`: biases on q/k/v, on o_proj and on the MLP."""
+    if variant.biases is not None:
+        return variant.biases
+    attention_bias = bool(hf.get("attention_bias", False))  # Llama's covers o_proj too
+    return attention_bias, attention_bias, bool(hf.get("mlp_bias", False))
 
 
 def config_from_hf(hf):
     """Maps a Llama, Mistral or Qwen2 `config.json` dict to `(backbone_kwargs, task_kwargs)`."""
-    model_type = hf.get("model_type", "llama")
+    variant = VARIANTS.get(hf.get("model_type"), VARIANTS["llama"])
     activation = hf.get("hidden_act", "silu")
     if activation not in _ACTIVATIONS:
         _refuse("hidden_act", activation, "'silu'")
     hidden = hf.get("hidden_size", 4096)
     heads = hf.get("num_attention_heads", 32)
     max_positions = hf.get("max_position_embeddings", 2048)
-    _check_sliding_window(hf, model_type, max_positions)
-    attention_bias, use_bias = _biases(hf, model_type)
+    _check_sliding_window(hf, variant, max_positions)
+    attention_bias, attention_output_bias, mlp_bias = _biases(hf, variant)
     backbone = dict(
         vocabulary_size=hf.get("vocab_size", 32000),
         num_layers=hf.get("num_hidden_layers", 32),
@@ -69,10 +64,11 @@ def config_from_hf(hf):
         rope_max_wavelength=float(hf.get("rope_theta", 10000.0)),
         rope_scaling_factor=_rope_scaling_factor(hf),
         attention_bias=attention_bias,
-        use_bias=use_bias,
+        attention_output_bias=attention_output_bias,
+        mlp_bias=mlp_bias,
         dropout=hf.get("attention_dropout", 0.0),
         initializer_range=hf.get("initializer_range", 0.02),
-        variant=model_type if model_type in VARIANTS else "llama",
+        variant=variant.model_type,
     )
     task = dict(
         tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
@@ -83,20 +79,29 @@ def config_from_hf(hf):
     return backbone, task
 
 
-def _check_biases(backbone):
-    variant = backbone["variant"]
-    expected = {"qwen2": (True, False), "mistral": (False, False)}.get(variant)
-    received = (backbone["attention_bias"], backbone["use_bias"])
-    if expected is not None and received != expected:
+def _hf_biases(backbone, variant):
+    """The bias entries of `config.json` for `backbone`, or a `ValueError` when the variant cannot express them."""
+    received = (backbone["attention_bias"], backbone["attention_output_bias"], backbone["mlp_bias"])
+    described = "attention_bias={}, attention_output_bias={} and mlp_bias={}"
+    if variant.biases is not None:
+        if received != variant.biases:
+            raise ValueError(
+                f"A `{variant.model_type}` checkpoint has {described.format(*variant.biases)}; this backbone has "
+                f"{described.format(*received)}. Save it with variant='llama'."
+            )
+        return {}
+    if received[0] != received[1]:
         raise ValueError(
-            f"A `{variant}` checkpoint has attention_bias={expected[0]} and use_bias={expected[1]}; this "
-            f"backbone has attention_bias={received[0]} and use_bias={received[1]}. Save it with variant='llama'."
+            "A `llama` checkpoint's attention_bias covers the query/key/value and output projections alike; this "
+            f"backbone has {described.format(*received)}."
         )
+    return {"attention_bias": received[0], "mlp_bias": received[2]}
 
 
 def config_to_hf(backbone, task):
     """Maps `LlamaBackbone.get_config()` and the task's config to a `config.json` of the backbone's variant."""
-    _check_biases(backbone)
+    variant = VARIANTS[backbone["variant"]]
+    biases = _hf_biases(backbone, variant)
     factor = backbone["rope_scaling_factor"]
     hf = dict(
         model_type=backbone["variant"],
@@ -116,10 +121,7 @@ def config_to_hf(backbone, task):
         hidden_act="silu",
         tie_word_embeddings=False,
     )
-    if backbone["variant"] == "llama":
-        hf.update(attention_bias=backbone["attention_bias"], mlp_bias=backbone["use_bias"])
-    else:
-        hf.update(sliding_window=None, use_sliding_window=False)
+    hf.update(**biases, **variant.hf_extra)
     hf.update({key: value for key, value in task.items() if value is not None})
     return hf
 
@@ -133,7 +135,8 @@ def parameter_terms(backbone):
     })
     vocab, d, layers, inner, heads, kv_heads, head_dim = sizes.values()
     attention = d * heads * head_dim * 2 + d * kv_heads * head_dim * 2
-    biases = (heads + 2 * kv_heads) * head_dim * backbone["attention_bias"] + (2 * d + 2 * inner) * backbone["use_bias"]
+    biases = ((heads + 2 * kv_heads) * head_dim * backbone["attention_bias"] + d * backbone["attention_output_bias"]
+              + (d + 2 * inner) * backbone["mlp_bias"])
     block = attention + 3 * d * inner + 2 * d + biases
     return {
         f"the token embedding (vocab_size={vocab} x hidden_size={d})": vocab * d,

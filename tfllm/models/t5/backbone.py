@@ -9,9 +9,11 @@ import keras
 import tensorflow as tf
 
 from tfllm.errors import check_int, invalid_argument
-from tfllm.layers import DecoderBlock, RelativePositionBias, RMSNorm, TokenEmbedding, attention_mask
+from tfllm.layers import RelativePositionBias, RMSNorm, TokenEmbedding, attention_mask
 from tfllm.models.backbone import Backbone
+from tfllm.models.decoder import run_blocks
 from tfllm.models.inputs import unpack_inputs
+from tfllm.models.t5.block import T5Block, T5DecoderBlock
 
 
 def unpack_seq2seq_inputs(inputs, decoder_start_token_id):
@@ -65,16 +67,21 @@ class T5Backbone(Backbone):
             `decoder_attention_mask`. Without `decoder_input_ids` the decoder runs on
             `decoder_start_token_id` alone.
         training: enables dropout.
+        output_attentions: also return every layer's self-attention probabilities.
+        output_hidden_states: also return the embeddings and every layer's output.
 
     Returns:
-        `(batch_size, decoder_length, hidden_dim)`: the decoder's final hidden states. `encode`
-        gives the encoder's output.
+        A dict (transformers' `T5Model` names): `"last_hidden_state"`, `(batch_size,
+        decoder_length, hidden_dim)`, the decoder's final hidden states, and
+        `"encoder_last_hidden_state"`, `(batch_size, length, hidden_dim)`. With the flags,
+        `"encoder_hidden_states"` / `"decoder_hidden_states"` and `"encoder_attentions"` /
+        `"decoder_attentions"`, per stack as `tfllm.models.decoder.run_blocks` returns them.
 
     Example:
     >>> backbone = T5Backbone(vocabulary_size=100, num_layers=2, num_heads=3, hidden_dim=16,
     ...                       intermediate_dim=32, head_dim=8)
     >>> batch = {"input_ids": np.array([[5, 6, 1]]), "decoder_input_ids": np.array([[0, 7]])}
-    >>> tuple(backbone(batch).shape)
+    >>> tuple(backbone(batch)["last_hidden_state"].shape)
     (1, 2, 16)
     """
 
@@ -134,25 +141,14 @@ class T5Backbone(Backbone):
         self.decoder_position_bias = RelativePositionBias(
             num_heads, bidirectional=False, name="decoder_position_bias", **bias
         )
-        block = dict(
-            head_dim=self.head_dim,
-            activation=activation,
-            gated_ffn=gated_ffn,
-            norm="rms_norm",
-            layer_norm_epsilon=layer_norm_epsilon,
-            use_bias=False,
-            dropout=dropout,
-            initializer_range=kernel_std,
-            attention_scale=1.0,  # T5 folds the 1/sqrt(head_dim) into its initialization
-            dtype=policy,
-        )
+        block = dict(head_dim=self.head_dim, layer_norm_epsilon=layer_norm_epsilon, activation=activation,
+                     gated_ffn=gated_ffn, dropout=dropout, initializer_range=kernel_std, dtype=policy)
         self.encoder_layers = [
-            DecoderBlock(num_heads, hidden_dim, intermediate_dim, name=f"encoder_layer_{i}", **block)
+            T5Block(num_heads, hidden_dim, intermediate_dim, name=f"encoder_layer_{i}", **block)
             for i in range(self.num_layers)
         ]
         self.decoder_layers = [
-            DecoderBlock(num_heads, hidden_dim, intermediate_dim, cross_attention=True, name=f"decoder_layer_{i}",
-                         **block)
+            T5DecoderBlock(num_heads, hidden_dim, intermediate_dim, name=f"decoder_layer_{i}", **block)
             for i in range(self.num_decoder_layers)
         ]
         self.encoder_norm = RMSNorm(layer_norm_epsilon, dtype=policy, name="encoder_norm")
@@ -171,28 +167,41 @@ class T5Backbone(Backbone):
         self.decoder_norm.build(hidden_shape)
         self.built = True
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
         token_ids, padding_mask, decoder_ids, decoder_mask = unpack_seq2seq_inputs(
             inputs, self.decoder_start_token_id
         )
-        encoder_output = self.encode(token_ids, padding_mask, training=training)
-        return self.decode(decoder_ids, decoder_mask, padding_mask, encoder_output=encoder_output, training=training)
+        flags = dict(output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        encoded = self.encode(token_ids, padding_mask, training=training, **flags)
+        decoded = self.decode(decoder_ids, decoder_mask, padding_mask, encoder_output=encoded["last_hidden_state"],
+                              training=training, **flags)
+        outputs = {"last_hidden_state": decoded.pop("last_hidden_state"),
+                   "encoder_last_hidden_state": encoded.pop("last_hidden_state")}
+        outputs.update({f"encoder_{key}": value for key, value in encoded.items()})
+        outputs.update({f"decoder_{key}": value for key, value in decoded.items()})
+        return outputs
 
-    def encode(self, token_ids, padding_mask, training=None):
-        """The encoder: `(batch_size, length)` ids and padding mask → `(batch_size, length, hidden_dim)`.
+    def encode(self, token_ids, padding_mask, training=None, output_attentions=False, output_hidden_states=False):
+        """The encoder: `(batch_size, length)` ids and padding mask → the dict of `run_blocks`.
 
         Padding may be on either side: the bias depends only on distances between tokens.
+
+        Returns:
+            `"last_hidden_state"`, `(batch_size, length, hidden_dim)`, and what the flags ask for.
         """
         positions = tf.range(tf.shape(token_ids)[1])
         bias = self.encoder_position_bias(positions, positions)  # (1, nh, S, S)
         mask = tf.cast(padding_mask, tf.bool)[:, None, :]  # (B, 1, S): every query sees every real key
         x = self.dropout_layer(self.token_embedding(token_ids), training=training)
-        for block in self.encoder_layers:
-            x = block(x, attention_mask=mask, attention_bias=bias, training=training)
-        return self.dropout_layer(self.encoder_norm(x), training=training)
+        outputs = run_blocks(
+            self.encoder_layers, x, final_norm=self.encoder_norm, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, attention_mask=mask, attention_bias=bias, training=training,
+        )
+        outputs["last_hidden_state"] = self.dropout_layer(outputs["last_hidden_state"], training=training)
+        return outputs
 
     def decode(self, token_ids, padding_mask, encoder_mask, encoder_output=None, cross_cache=None, cache=None,
-               cache_index=0, training=None):
+               cache_index=0, training=None, output_attentions=False, output_hidden_states=False):
         """The decoder, over a full sequence or one step of a preallocated cache.
 
         Args:
@@ -206,35 +215,26 @@ class T5Backbone(Backbone):
                 caches (`init_cache`), or None for a full pass.
             cache_index: position of `token_ids[:, 0]` in the cache.
             training: enables dropout.
+            output_attentions: also return every layer's self-attention probabilities.
+            output_hidden_states: also return the embeddings and every layer's output.
 
         Returns:
-            `(batch_size, length, hidden_dim)` hidden states, and with a cache the updated cache.
+            The dict of `run_blocks`: `"last_hidden_state"` `(batch_size, length, hidden_dim)`,
+            `"cache"` (the updated cache) when `cache` is given, and what the flags ask for.
         """
         length, key_length = tf.shape(token_ids)[1], tf.shape(padding_mask)[1]
         mask = attention_mask(padding_mask, length, cache_index)  # (B, T, S) causal
         bias = self.decoder_position_bias(tf.range(length) + cache_index, tf.range(key_length))  # (1, nh, T, S)
         context_mask = tf.cast(encoder_mask, tf.bool)[:, None, :]  # (B, 1, S_enc)
         x = self.dropout_layer(self.token_embedding(token_ids), training=training)
-        new_cache = []
-        for i, block in enumerate(self.decoder_layers):
-            outputs = block(
-                x,
-                attention_mask=mask,
-                attention_bias=bias,
-                cache=None if cache is None else cache[i],
-                cache_index=cache_index,
-                context=encoder_output,
-                context_mask=context_mask,
-                cross_cache=None if cross_cache is None else cross_cache[i],
-                training=training,
-            )
-            if cache is None:
-                x = outputs
-            else:
-                x, layer_cache = outputs
-                new_cache.append(layer_cache)
-        x = self.dropout_layer(self.decoder_norm(x), training=training)
-        return x if cache is None else (x, tuple(new_cache))
+        outputs = run_blocks(
+            self.decoder_layers, x, final_norm=self.decoder_norm, cache=cache, per_block={"cross_cache": cross_cache},
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, attention_mask=mask,
+            attention_bias=bias, cache_index=cache_index, context=encoder_output, context_mask=context_mask,
+            training=training,
+        )
+        outputs["last_hidden_state"] = self.dropout_layer(outputs["last_hidden_state"], training=training)
+        return outputs
 
     def init_cache(self, batch_size, cache_length):
         """A zero self-attention cache: one `(batch_size, 2, cache_length, num_heads, head_dim)` per decoder layer."""
@@ -248,7 +248,6 @@ class T5Backbone(Backbone):
             A tuple of `(batch_size, 2, encoder_length, num_heads, head_dim)`, one per decoder layer.
         """
         return tuple(block.cross_attention.context_cache(encoder_output) for block in self.decoder_layers)
-
 
     def get_config(self):
         config = super().get_config()

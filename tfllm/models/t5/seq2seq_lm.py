@@ -3,9 +3,8 @@
 import keras
 import tensorflow as tf
 
-from tfllm.checkpoints import TRANSPOSE, WeightEntry
 from tfllm.models import tasks
-from tfllm.models.t5.backbone import unpack_seq2seq_inputs
+from tfllm.models.lm_head import LMHead, LMHeadTask
 from tfllm.models.task import TaskModel
 
 
@@ -30,7 +29,7 @@ def shift_right(labels, decoder_start_token_id, pad_token_id):
 
 
 @keras.saving.register_keras_serializable(package="tfllm")
-class T5Seq2SeqLM(TaskModel):
+class T5Seq2SeqLM(LMHeadTask, TaskModel):
     """T5 language model (transformers' `T5ForConditionalGeneration`): `T5Backbone` + an LM head.
 
     Args:
@@ -50,7 +49,8 @@ class T5Seq2SeqLM(TaskModel):
         training: enables dropout.
 
     Returns:
-        `(batch_size, decoder_length, vocabulary_size)` logits.
+        `(batch_size, decoder_length, vocabulary_size)` logits. `inspect` adds the encoder's and
+        the decoder's attentions and hidden states (see `T5Backbone`).
 
     Example:
     >>> model = tfllm.AutoModelForSeq2SeqLM.from_pretrained("path/to/t5")
@@ -69,43 +69,16 @@ class T5Seq2SeqLM(TaskModel):
         self.tie_word_embeddings = bool(tie_word_embeddings)
         self.eos_token_id = eos_token_id
         self.pad_token_id = pad_token_id
-        self.lm_head = None
-        if not self.tie_word_embeddings:
-            self.lm_head = keras.layers.Dense(
-                backbone.vocabulary_size,
-                use_bias=False,
-                kernel_initializer=keras.initializers.RandomNormal(stddev=backbone.initializer_factor),
-                dtype=backbone.dtype_policy,
-                name="lm_head",
-            )
+        # The tied head sees the states rescaled, as the Mesh TensorFlow T5 did.
+        self.lm_head = LMHead(
+            backbone.vocabulary_size, tied=self.tie_word_embeddings,
+            scale=backbone.hidden_dim**-0.5 if self.tie_word_embeddings else None,
+            initializer_range=backbone.initializer_factor, dtype=backbone.dtype_policy, name="lm_head",
+        )
 
     @property
     def decoder_start_token_id(self):
         return self.backbone.decoder_start_token_id
-
-    def build(self, input_shape=None):
-        super().build(input_shape)
-        if self.lm_head is not None and not self.lm_head.built:
-            self.lm_head.build((None, None, self.backbone.hidden_dim))
-
-    def call(self, inputs, training=None):
-        token_ids, padding_mask, decoder_ids, decoder_mask = unpack_seq2seq_inputs(
-            inputs, self.decoder_start_token_id
-        )
-        encoder_output = self.backbone.encode(token_ids, padding_mask, training=training)
-        hidden = self.backbone.decode(
-            decoder_ids, decoder_mask, padding_mask, encoder_output=encoder_output, training=training
-        )
-        return self.compute_logits(hidden)
-
-    def compute_logits(self, hidden):
-        """`(batch_size, length, hidden_dim)` decoder states → `(batch_size, length, vocabulary_size)` float32
-        logits (under mixed precision too)."""
-        if self.lm_head is not None:
-            return tf.cast(self.lm_head(hidden), "float32")
-        # The tied head sees the states rescaled, as the Mesh TensorFlow T5 did.
-        logits = self.backbone.token_embedding(hidden * self.backbone.hidden_dim**-0.5, reverse=True)
-        return tf.cast(logits, "float32")
 
     def prepare_decoder_input_ids_from_labels(self, labels):
         """`labels` shifted right after `decoder_start_token_id`, for `decoder_input_ids` (see `shift_right`)."""
@@ -123,7 +96,7 @@ class T5Seq2SeqLM(TaskModel):
             and the `(batch_size, 1)` start tokens the output begins with.
         """
         batch_size = tf.shape(token_ids)[0]
-        encoder_output = self.backbone.encode(token_ids, padding_mask)
+        encoder_output = self.backbone.encode(token_ids, padding_mask)["last_hidden_state"]
         state = {
             "encoder_mask": padding_mask,
             "cross_cache": self.backbone.cross_caches(encoder_output),
@@ -140,17 +113,11 @@ class T5Seq2SeqLM(TaskModel):
     def _decode_at(self, token_ids, index, state):
         cache = state["cache"]
         cache_mask = tf.ones([tf.shape(token_ids)[0], tf.shape(cache[0])[2]], tf.int32)
-        hidden, cache = self.backbone.decode(
+        outputs = self.backbone.decode(
             token_ids, cache_mask, state["encoder_mask"], cross_cache=state["cross_cache"], cache=cache,
             cache_index=index,
         )
-        return self.compute_logits(hidden)[:, 0, :], {**state, "cache": cache}
-
-    def head_weight_table(self):
-        if self.lm_head is None:
-            return []
-        # PyTorch's Linear weight is (vocabulary_size, hidden_dim); the Keras kernel is its transpose.
-        return [WeightEntry(self.lm_head.kernel, ("lm_head.weight",), TRANSPOSE)]
+        return self.compute_logits(outputs["last_hidden_state"])[:, 0, :], {**state, "cache": outputs["cache"]}
 
     def task_config(self):
         return {"tie_word_embeddings": self.tie_word_embeddings, "eos_token_id": self.eos_token_id,

@@ -6,7 +6,8 @@ projection and fuses k/v into one key/value kernel. Only block 0 of each stack h
 position bias, which tfllm keeps beside the stack (`encoder_position_bias`, `decoder_position_bias`).
 """
 
-from tfllm.checkpoints import TRANSPOSE, WeightEntry, compose, concat
+from tfllm.models.t5.block import T5DecoderBlock
+from tfllm.models.weight_tables import embedding, fused, linear, norm, qkv
 
 # The embedding's tied copies, the tied (or, for the base model, unused) head, and a bias that
 # old checkpoints carry and transformers ignores as well.
@@ -18,65 +19,48 @@ IGNORABLE = (
 )
 
 
-def _linear(layer, key):
-    return WeightEntry(layer.kernel, (f"{key}.weight",), TRANSPOSE)
-
-
-def _fused(layer, keys, sizes):
-    """Several PyTorch projections concatenated along their output axis into one Keras kernel."""
-    return WeightEntry(layer.kernel, tuple(f"{key}.weight" for key in keys), compose(concat(0, sizes), TRANSPOSE))
-
-
-def _self_attention(attention, key):
-    inner = attention.num_heads * attention.head_dim
-    return [
-        _fused(attention.qkv, [f"{key}.{name}" for name in "qkv"], [inner] * 3),
-        _linear(attention.output_dense, f"{key}.o"),
-    ]
-
-
 def _cross_attention(attention, key):
     inner = attention.num_heads * attention.head_dim
     return [
-        _linear(attention.query, f"{key}.q"),
-        _fused(attention.key_value, [f"{key}.k", f"{key}.v"], [inner] * 2),
-        _linear(attention.output_dense, f"{key}.o"),
+        *linear(attention.query, f"{key}.q"),
+        *fused(attention.key_value, [f"{key}.k", f"{key}.v"], [inner] * 2),
+        *linear(attention.output_dense, f"{key}.o"),
     ]
 
 
 def _feed_forward(ffn, key):
     if ffn.gate is None:
-        return [_linear(ffn.up, f"{key}.wi"), _linear(ffn.down, f"{key}.wo")]
+        return [*linear(ffn.up, f"{key}.wi"), *linear(ffn.down, f"{key}.wo")]
     # transformers computes act(wi_0(x)) * wi_1(x): wi_0 is the gate.
-    return [_linear(ffn.gate, f"{key}.wi_0"), _linear(ffn.up, f"{key}.wi_1"), _linear(ffn.down, f"{key}.wo")]
+    return [*linear(ffn.gate, f"{key}.wi_0"), *linear(ffn.up, f"{key}.wi_1"), *linear(ffn.down, f"{key}.wo")]
 
 
 def _block(block, key):
-    entries = [WeightEntry(block.attention_norm.scale, (f"{key}.layer.0.layer_norm.weight",))]
-    entries += _self_attention(block.attention, f"{key}.layer.0.SelfAttention")
+    entries = norm(block.attention_norm, f"{key}.layer.0.layer_norm")
+    entries += qkv(block.attention, [f"{key}.layer.0.SelfAttention.{name}" for name in "qkv"])
+    entries += linear(block.attention.output_dense, f"{key}.layer.0.SelfAttention.o")
     ffn_layer = 1
-    if block.cross_attention is not None:
-        entries.append(WeightEntry(block.cross_attention_norm.scale, (f"{key}.layer.1.layer_norm.weight",)))
+    if isinstance(block, T5DecoderBlock):
+        entries += norm(block.cross_attention_norm, f"{key}.layer.1.layer_norm")
         entries += _cross_attention(block.cross_attention, f"{key}.layer.1.EncDecAttention")
         ffn_layer = 2
-    entries.append(WeightEntry(block.ffn_norm.scale, (f"{key}.layer.{ffn_layer}.layer_norm.weight",)))
+    entries += norm(block.ffn_norm, f"{key}.layer.{ffn_layer}.layer_norm")
     entries += _feed_forward(block.ffn, f"{key}.layer.{ffn_layer}.DenseReluDense")
     return entries
 
 
-def _stack(blocks, position_bias, norm, name):
-    bias_key = f"{name}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
-    entries = [WeightEntry(position_bias.embeddings, (bias_key,))]
+def _stack(blocks, position_bias, final_norm, name):
+    entries = embedding(position_bias, f"{name}.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
     for i, block in enumerate(blocks):
         entries += _block(block, f"{name}.block.{i}")
-    entries.append(WeightEntry(norm.scale, (f"{name}.final_layer_norm.weight",)))
+    entries += norm(final_norm, f"{name}.final_layer_norm")
     return entries
 
 
 def weight_table(backbone):
     """Returns the `WeightEntry` list of a built `T5Backbone`."""
     return [
-        WeightEntry(backbone.token_embedding.embeddings, ("shared.weight",)),
+        *embedding(backbone.token_embedding, "shared.weight"),
         *_stack(backbone.encoder_layers, backbone.encoder_position_bias, backbone.encoder_norm, "encoder"),
         *_stack(backbone.decoder_layers, backbone.decoder_position_bias, backbone.decoder_norm, "decoder"),
     ]
