@@ -223,5 +223,6 @@ CASES = (
     # The export check (a SavedModel, over a minute) on v1.0's tied head only: tests/export/
     # test_saved_model_seq2seq.py exports an untied v1.1 T5.
     _t5("t5_v1_1", False, checks=(LOGITS, GREEDY, BEAM, CACHED, KERAS, SAVE_PRETRAINED, FIT),
-        feed_forward_proj="gated-gelu", num_layers=3, num_decoder_layers=2, num_heads=3, d_kv=6, layer_norm_epsilon=1e-3),
+        feed_forward_proj="gated-gelu", num_layers=3, num_decoder_layers=2, num_heads=3, d_kv=6,
+        layer_norm_epsilon=1e-3),
 )
