@@ -60,7 +60,7 @@ def real_positions_diff(ours, theirs, mask):
 
 
 def assert_greedy_matches_transformers(model, hf_model, ids, mask, pad_token_id, max_new_tokens=12):
-    """tfllm's greedy `generate` must give transformers' greedy tokens, token for token."""
+    """tfllm's greedy `generate` must give transformers' greedy tokens, token for token; returns them."""
     import torch
 
     ours = model.generate(ids, attention_mask=mask, max_new_tokens=max_new_tokens).numpy()
@@ -70,6 +70,7 @@ def assert_greedy_matches_transformers(model, hf_model, ids, mask, pad_token_id,
             pad_token_id=pad_token_id,
         ).numpy()
     np.testing.assert_array_equal(ours, theirs)
+    return ours
 
 
 def run_serialization_test(layer, *args, **kwargs):

@@ -1,10 +1,10 @@
-"""GPT-2 against transformers: checkpoints in every format, logits, greedy generation, saving."""
+"""GPT-2 beyond the family harness (tests/models/test_families.py): checkpoints in every format, padding,
+sampling, the backbone, refusals."""
 
 import json
 import os
 import shutil
 
-import keras
 import numpy as np
 import pytest
 import torch
@@ -13,7 +13,6 @@ import tfllm
 from tfllm.checkpoints import CheckpointError
 from testing import (
     TINY_GPT2,
-    assert_greedy_matches_transformers,
     hf_logits,
     hf_position_ids,
     left_padded_batch,
@@ -67,27 +66,6 @@ def test_padded_rows_match_unpadded_single_prompts(model, reference):
         np.testing.assert_allclose(batched[row][mask[row] == 1], alone, atol=1e-5)
 
 
-def test_greedy_generate_equals_transformers(model, reference):
-    assert_greedy_matches_transformers(model, reference["hf_model"], reference["ids"], reference["mask"],
-                                       pad_token_id=TINY_GPT2["eos_token_id"])
-
-
-def test_greedy_generate_stops_at_eos_like_transformers(reference, tmp_path):
-    # Make token 5 the eos id: rows that produce it stop, and the batch ends when all have.
-    hf_model = reference["hf_model"]
-    ids, mask = reference["ids"], reference["mask"]
-    with torch.no_grad():
-        free_run = hf_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12,
-                                     do_sample=False, pad_token_id=0).numpy()
-    eos = int(free_run[0, ids.shape[1] + 2])
-    with torch.no_grad():
-        theirs = hf_model.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=12,
-                                   do_sample=False, eos_token_id=eos, pad_token_id=0).numpy()
-    model = tfllm.AutoModelForCausalLM.from_pretrained(reference["root"] / "safetensors")
-    ours = model.generate(ids, attention_mask=mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=0).numpy()
-    np.testing.assert_array_equal(ours, theirs)
-
-
 def test_generate_with_xla_matches_eager_loop(model, reference):
     ids, mask = reference["ids"], reference["mask"]
     plain = model.generate(ids, attention_mask=mask, max_new_tokens=6).numpy()
@@ -114,17 +92,6 @@ def test_right_padded_prompts_are_left_aligned(model, reference):
     np.testing.assert_array_equal(left, right)
 
 
-def test_save_pretrained_loads_in_transformers_with_same_logits(model, reference, tmp_path):
-    import transformers
-
-    model.save_pretrained(tmp_path / "out")
-    reloaded = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
-    ids, mask = reference["ids"], reference["mask"]
-    assert _real_positions_diff(hf_logits(reloaded, ids, mask), reference) < 1e-4
-    again = tfllm.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
-    assert _real_positions_diff(again({"input_ids": ids, "attention_mask": mask}), reference) < 1e-4
-
-
 def test_backbone_loads_from_lm_checkpoint_and_matches_hidden_states(reference):
     backbone = tfllm.AutoModel.from_pretrained(reference["root"] / "safetensors")
     assert isinstance(backbone, tfllm.models.GPT2Backbone)
@@ -136,23 +103,6 @@ def test_backbone_loads_from_lm_checkpoint_and_matches_hidden_states(reference):
         ).last_hidden_state.numpy()
     ours = backbone({"input_ids": ids, "attention_mask": mask})["last_hidden_state"].numpy()
     assert np.abs((ours - hidden) * mask[:, :, None]).max() < 1e-4
-
-
-def test_keras_serialization_round_trip(model, reference, tmp_path):
-    path = tmp_path / "model.keras"
-    model.save(path)
-    restored = keras.saving.load_model(path)
-    batch = {"input_ids": reference["ids"], "attention_mask": reference["mask"]}
-    np.testing.assert_allclose(model(batch), restored(batch), atol=1e-6)
-
-
-def test_fit_lowers_the_loss(reference):
-    model = tfllm.AutoModelForCausalLM.from_pretrained(reference["root"] / "safetensors")
-    ids = np.tile(np.arange(16)[None], (8, 1))
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit({"input_ids": ids[:, :-1]}, ids[:, 1:], epochs=5, batch_size=8, verbose=0)
-    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
 
 
 # --- Refusals -------------------------------------------------------------------------------------
