@@ -241,7 +241,10 @@ def test_t5_merged_weights_give_the_adapted_logits():
     randomize_adapters(model)
     adapted = np.asarray(model(T5_X))
     merged = np.asarray(merge_lora(model)(T5_X))
-    np.testing.assert_allclose(merged, adapted, rtol=1e-5, atol=1e-5)
+    # float32 rounding of W + BA against xW + xBA grows with the logits' size (up to ~8 here): an
+    # absolute tolerance of 1e-5 of the largest logit (1.3e-5 was seen at a logit near 0 on this
+    # machine, on the commit before the architecture change too).
+    np.testing.assert_allclose(merged, adapted, rtol=1e-5, atol=1e-5 * np.abs(adapted).max())
     assert np.abs(adapted - np.asarray(t5()(T5_X))).max() > 1e-2  # the adapters did change the logits
 
 
