@@ -37,6 +37,13 @@ def encoder_batch():
     return {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": types}
 
 
+def single_segment_batch():
+    """`encoder_batch` without token types, for encoders that take none."""
+    batch = encoder_batch()
+    del batch["token_type_ids"]
+    return batch
+
+
 def seq2seq_batch_and_labels(seed=0):
     """Right-padded encoder inputs (lengths 7, 4, 1) and teacher-forced decoder inputs (lengths 6, 4, 2)
     for the `labels` they are shifted from: returns `(batch, labels)`."""
@@ -62,13 +69,13 @@ def next_token_data(model):
     return {"input_ids": ids[:, :-1]}, ids[:, 1:], 5, 0.5
 
 
-def masked_lm_data(model):
-    batch = encoder_batch()
+def masked_lm_data(model, batch=encoder_batch):
+    batch = batch()
     return batch, batch["input_ids"], 10, 0.5  # reconstruct every token
 
 
-def classification_data(model):
-    return encoder_batch(), np.array([0, 1, 2]), 20, 0.5
+def classification_data(model, batch=encoder_batch):
+    return batch(), np.array([0, 1, 2]), 20, 0.5
 
 
 def reversal_data(model):
@@ -103,6 +110,7 @@ class Kind:
 
 DECODER = Kind("decoder", decoder_batch)
 ENCODER = Kind("encoder", encoder_batch)
+SINGLE_SEGMENT_ENCODER = Kind("encoder", single_segment_batch)  # its fit data: `functools.partial(..., batch=...)`
 SEQ2SEQ = Kind("seq2seq", seq2seq_batch, mask_key="decoder_attention_mask")
 
 
@@ -119,7 +127,7 @@ class FamilyCase:
         config: its tiny transformers config.
         auto: the `Auto*` class name that loads it, in tfllm and in transformers.
         model_class: the tfllm class `auto` must return, as "module.Class".
-        kind: DECODER, ENCODER or SEQ2SEQ.
+        kind: DECODER, ENCODER, SINGLE_SEGMENT_ENCODER or SEQ2SEQ.
         fit_data: `(model) -> (x, y, epochs, ratio)`: `fit` must bring the loss under `ratio` times the first.
         checks: the harness checks that apply.
         attributes: attribute values the loaded model must have ("backbone.x" reads the backbone's `x`).
