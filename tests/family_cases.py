@@ -12,7 +12,9 @@ import importlib
 
 import numpy as np
 
-from testing import TINY_BERT, TINY_GPT2, TINY_LLAMA, hf_position_ids, left_padded_batch, make_hf_model
+from testing import (
+    TINY_BERT, TINY_DISTILBERT, TINY_GPT2, TINY_LLAMA, TINY_ROBERTA, hf_position_ids, left_padded_batch, make_hf_model,
+)
 
 # The harness checks (tests in test_families.py, each parametrized over the entries that list it).
 LOGITS, GREEDY, BEAM, CACHED, KERAS, SAVE_PRETRAINED, FIT, EXPORT = (
@@ -214,6 +216,19 @@ def _llama(name, hf_class, **config):
                       not_saved=("bos_token_id", "eos_token_id"))
 
 
+def _single_segment_encoders(name, prefix, tiny, module):
+    """The masked LM and classifier entries of an encoder family that takes no token types."""
+    return (
+        FamilyCase(f"{name}_masked_lm", f"{prefix}ForMaskedLM", tiny, "AutoModelForMaskedLM",
+                   f"{module}.{prefix}MaskedLM", SINGLE_SEGMENT_ENCODER,
+                   functools.partial(masked_lm_data, batch=single_segment_batch), ENCODER_CHECKS),
+        FamilyCase(f"{name}_classifier", f"{prefix}ForSequenceClassification", {**tiny, "num_labels": 3},
+                   "AutoModelForSequenceClassification", f"{module}.{prefix}SequenceClassification",
+                   SINGLE_SEGMENT_ENCODER, functools.partial(classification_data, batch=single_segment_batch),
+                   ENCODER_CHECKS, attributes={"num_labels": 3}),
+    )
+
+
 CASES = (
     FamilyCase("gpt2", "GPT2LMHeadModel", TINY_GPT2, "AutoModelForCausalLM", "tfllm.models.gpt2.GPT2CausalLM",
                DECODER, next_token_data),
@@ -227,6 +242,8 @@ CASES = (
     FamilyCase("bert_classifier", "BertForSequenceClassification", {**TINY_BERT, "num_labels": 3},
                "AutoModelForSequenceClassification", "tfllm.models.bert.BertSequenceClassification", ENCODER,
                classification_data, ENCODER_CHECKS, attributes={"num_labels": 3}),
+    *_single_segment_encoders("roberta", "Roberta", TINY_ROBERTA, "tfllm.models.roberta"),
+    *_single_segment_encoders("distilbert", "DistilBert", TINY_DISTILBERT, "tfllm.models.distilbert"),
     _t5("t5_v1_0", True, feed_forward_proj="relu", num_layers=2, num_heads=4, d_kv=8),
     # The export check (a SavedModel, over a minute) on v1.0's tied head only: tests/export/
     # test_saved_model_seq2seq.py exports an untied v1.1 T5.
