@@ -12,7 +12,9 @@ import importlib
 
 import numpy as np
 
-from testing import TINY_BERT, TINY_GPT2, TINY_LLAMA, hf_position_ids, left_padded_batch, make_hf_model
+from testing import (
+    TINY_BERT, TINY_DISTILBERT, TINY_GPT2, TINY_LLAMA, TINY_ROBERTA, hf_position_ids, left_padded_batch, make_hf_model,
+)
 
 # The harness checks (tests in test_families.py, each parametrized over the entries that list it).
 LOGITS, GREEDY, BEAM, CACHED, KERAS, SAVE_PRETRAINED, FIT, EXPORT = (
@@ -35,6 +37,13 @@ def encoder_batch():
     ids = np.array([[2, 15, 61, 7, 44, 3], [2, 9, 3, 30, 3, 0], [2, 71, 3, 0, 0, 0]])
     types = np.array([[0, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]])
     return {"input_ids": ids, "attention_mask": (ids > 0).astype(np.int64), "token_type_ids": types}
+
+
+def single_segment_batch():
+    """`encoder_batch` without token types, for encoders that take none."""
+    batch = encoder_batch()
+    del batch["token_type_ids"]
+    return batch
 
 
 def seq2seq_batch_and_labels(seed=0):
@@ -62,13 +71,13 @@ def next_token_data(model):
     return {"input_ids": ids[:, :-1]}, ids[:, 1:], 5, 0.5
 
 
-def masked_lm_data(model):
-    batch = encoder_batch()
+def masked_lm_data(model, batch=encoder_batch):
+    batch = batch()
     return batch, batch["input_ids"], 10, 0.5  # reconstruct every token
 
 
-def classification_data(model):
-    return encoder_batch(), np.array([0, 1, 2]), 20, 0.5
+def classification_data(model, batch=encoder_batch):
+    return batch(), np.array([0, 1, 2]), 20, 0.5
 
 
 def reversal_data(model):
@@ -103,6 +112,7 @@ class Kind:
 
 DECODER = Kind("decoder", decoder_batch)
 ENCODER = Kind("encoder", encoder_batch)
+SINGLE_SEGMENT_ENCODER = Kind("encoder", single_segment_batch)  # its fit data: `functools.partial(..., batch=...)`
 SEQ2SEQ = Kind("seq2seq", seq2seq_batch, mask_key="decoder_attention_mask")
 
 
@@ -119,7 +129,7 @@ class FamilyCase:
         config: its tiny transformers config.
         auto: the `Auto*` class name that loads it, in tfllm and in transformers.
         model_class: the tfllm class `auto` must return, as "module.Class".
-        kind: DECODER, ENCODER or SEQ2SEQ.
+        kind: DECODER, ENCODER, SINGLE_SEGMENT_ENCODER or SEQ2SEQ.
         fit_data: `(model) -> (x, y, epochs, ratio)`: `fit` must bring the loss under `ratio` times the first.
         checks: the harness checks that apply.
         attributes: attribute values the loaded model must have ("backbone.x" reads the backbone's `x`).
@@ -206,6 +216,19 @@ def _llama(name, hf_class, **config):
                       not_saved=("bos_token_id", "eos_token_id"))
 
 
+def _single_segment_encoders(name, prefix, tiny, module):
+    """The masked LM and classifier entries of an encoder family that takes no token types."""
+    return (
+        FamilyCase(f"{name}_masked_lm", f"{prefix}ForMaskedLM", tiny, "AutoModelForMaskedLM",
+                   f"{module}.{prefix}MaskedLM", SINGLE_SEGMENT_ENCODER,
+                   functools.partial(masked_lm_data, batch=single_segment_batch), ENCODER_CHECKS),
+        FamilyCase(f"{name}_classifier", f"{prefix}ForSequenceClassification", {**tiny, "num_labels": 3},
+                   "AutoModelForSequenceClassification", f"{module}.{prefix}SequenceClassification",
+                   SINGLE_SEGMENT_ENCODER, functools.partial(classification_data, batch=single_segment_batch),
+                   ENCODER_CHECKS, attributes={"num_labels": 3}),
+    )
+
+
 CASES = (
     FamilyCase("gpt2", "GPT2LMHeadModel", TINY_GPT2, "AutoModelForCausalLM", "tfllm.models.gpt2.GPT2CausalLM",
                DECODER, next_token_data),
@@ -219,6 +242,8 @@ CASES = (
     FamilyCase("bert_classifier", "BertForSequenceClassification", {**TINY_BERT, "num_labels": 3},
                "AutoModelForSequenceClassification", "tfllm.models.bert.BertSequenceClassification", ENCODER,
                classification_data, ENCODER_CHECKS, attributes={"num_labels": 3}),
+    *_single_segment_encoders("roberta", "Roberta", TINY_ROBERTA, "tfllm.models.roberta"),
+    *_single_segment_encoders("distilbert", "DistilBert", TINY_DISTILBERT, "tfllm.models.distilbert"),
     _t5("t5_v1_0", True, feed_forward_proj="relu", num_layers=2, num_heads=4, d_kv=8),
     # The export check (a SavedModel, over a minute) on v1.0's tied head only: tests/export/
     # test_saved_model_seq2seq.py exports an untied v1.1 T5.

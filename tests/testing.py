@@ -340,3 +340,30 @@ def write_corpus(path, documents=30, seed=0):
     lines = [" ".join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(20, 40))) + "." for _ in range(documents)]
     Path(path).write_text("\n\n".join(lines) + "\n")
     return str(path)
+
+
+# Tiny configs of the BERT-like encoder families (right padding; no dropout, so outputs compare exactly).
+TINY_ROBERTA = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                    max_position_embeddings=42, type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+TINY_DISTILBERT = dict(vocab_size=99, dim=32, n_layers=2, n_heads=4, hidden_dim=37, max_position_embeddings=40,
+                       pad_token_id=0, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0)
+
+
+def hf_outputs(hf_model, batch):
+    """A transformers model's output on a numpy `batch` (no gradients)."""
+    import torch
+
+    with torch.no_grad():
+        return hf_model(**{key: torch.tensor(value) for key, value in batch.items()})
+
+
+def assert_tokenizer_matches_transformers(folder, hf_tokenizer, texts):
+    """`tfllm.AutoTokenizer` on `folder` gives `hf_tokenizer`'s ids and masks on a padded batch of `texts`."""
+    import tfllm  # lazy: testing.py is imported by tests that never load tfllm's models
+
+    ours = tfllm.AutoTokenizer.from_pretrained(folder)(list(texts), padding=True, return_tensors="np")
+    theirs = hf_tokenizer(list(texts), padding=True, return_tensors="np")
+    assert sorted(ours) == sorted(theirs), (sorted(ours), sorted(theirs))
+    for key in theirs:
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)

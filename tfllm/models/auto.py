@@ -1,15 +1,17 @@
 """`AutoConfig` and `AutoModel*`: dispatch on the `model_type` of a folder's `config.json`."""
 
 from tfllm.checkpoints import load_config
-from tfllm.models import bert, gpt2, llama, pretrained, t5
+from tfllm.models import bert, distilbert, gpt2, llama, pretrained, roberta, t5
 from tfllm.models import tasks as task_names
 from tfllm.models.registry import FAMILIES, family_of, get_family, register
 
 # One line per family package; a family may serve several model_types (see `aliases`).
 for _family in (
     bert.FAMILY,
+    distilbert.FAMILY,
     gpt2.FAMILY,
     llama.FAMILY,
+    roberta.FAMILY,
     t5.FAMILY,
 ):
     register(_family)

@@ -49,6 +49,10 @@ class ByteLevelBPE(tf.Module):
         merges: list of "left right" merge rules, in priority order.
         special_tokens: dict token → id of added tokens matched whole in the text (e.g.
             `<|endoftext|>`) and dropped by `detokenize(skip_special_tokens=True)`.
+        affixes: `(prefix_ids, suffix_ids)`, what the tokenizer's post-processor puts around a text
+            (`([<s>], [</s>])` for a `<s> … </s>` template); `encode` adds them.
+        pad_id: the id `encode` pads with.
+        max_length: longest `encode` output, affixes included (None: no limit).
 
     Example:
 
@@ -57,9 +61,13 @@ class ByteLevelBPE(tf.Module):
     >>> bpe.detokenize(ids.to_tensor(), tf.ones_like(ids.to_tensor()))
     """
 
-    def __init__(self, vocabulary, merges, special_tokens=None, name=None):
+    def __init__(self, vocabulary, merges, special_tokens=None, affixes=((), ()), pad_id=0, max_length=None,
+                 name=None):
         super().__init__(name=name)
         import tensorflow_text  # noqa: F401  (registers regex_split's op)
+
+        self.prefix_ids, self.suffix_ids = (list(ids) for ids in affixes)
+        self.pad_id, self.max_length = pad_id, max_length
 
         self._tf_text = tensorflow_text
         tokens = sorted(vocabulary, key=vocabulary.get)
@@ -97,7 +105,9 @@ class ByteLevelBPE(tf.Module):
             raise NotImplementedError(f"In-graph tokenization has no normalizer {spec['normalizer'].get('type')!r}.")
         merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
         special = {t["content"]: t["id"] for t in spec.get("added_tokens", [])}
-        return cls(model["vocab"], merges, special)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        return cls(model["vocab"], merges, special, _affixes(tokenizer.backend_tokenizer), pad_id,
+                   tokenizer.model_max_length)
 
     # === Text → ids ===
 
@@ -166,6 +176,25 @@ class ByteLevelBPE(tf.Module):
         ids = words.with_flat_values(self._encode_words(words.flat_values)).merge_dims(1, 2)  # (pieces, (tokens))
         single = tf.ragged.boolean_mask(special[:, None], (special >= 0)[:, None])  # the special id, or nothing
         return pieces.with_flat_values(tf.concat([ids, single], axis=1)).merge_dims(1, 2)
+
+    def encode(self, text, max_length=None):
+        """`(batch,)` strings → the tokens within the post-processor's special tokens (RoBERTa's
+        `<s> … </s>`) as `(ids, mask)`, right-padded with `pad_id` to `(batch, longest)` int32.
+
+        Rows are truncated to `max_length` tokens (default `self.max_length`, None: no limit), special
+        tokens included, as the tokenizer's `truncation=True` does.
+        """
+        ids = self.tokenize(text)
+        max_length = max_length or self.max_length
+        if max_length:
+            ids = ids[:, : max_length - len(self.prefix_ids) - len(self.suffix_ids)]
+        rows = tf.cast(ids.nrows(), tf.int32)
+
+        def repeated(affix):
+            return tf.tile(tf.constant(affix, tf.int32, shape=[1, len(affix)]), [rows, 1])  # (B, len(affix))
+
+        ids = tf.concat([repeated(self.prefix_ids), ids, repeated(self.suffix_ids)], axis=1)
+        return ids.to_tensor(self.pad_id), tf.ones_like(ids).to_tensor(0)
 
     # === Ids → text ===
 
@@ -399,6 +428,14 @@ def _pairs(symbols):
 
 def _re2_escape(text):
     return "".join("\\" + c if c in r"\.^$|?*+()[]{}" else c for c in text)
+
+
+def _affixes(backend):
+    """The ids a tokenizer's post-processor puts before and after a text: `([<s>], [</s>])` for RoBERTa."""
+    plain = backend.encode("a", add_special_tokens=False).ids
+    full = backend.encode("a", add_special_tokens=True).ids
+    start = next(i for i in range(len(full) - len(plain) + 1) if full[i:i + len(plain)] == plain)
+    return full[:start], full[start + len(plain):]
 
 
 def from_tokenizer(tokenizer):

@@ -52,7 +52,7 @@ class BertBackbone(Backbone):
     Returns:
         A dict with `"last_hidden_state"`, `(batch_size, sequence_length, hidden_dim)` final hidden
         states (also under `"sequence_output"`, the same tensor), and `"pooled_output"`,
-        `(batch_size, hidden_dim)`: `tanh(dense(first token))`.
+        `(batch_size, hidden_dim)`: `tanh(dense(first token))` (none when `has_pooler` is False).
         `output_hidden_states=True` adds `"hidden_states"`, `num_layers + 1` tensors `(batch_size,
         sequence_length, hidden_dim)` (the embeddings, then each layer's output);
         `output_attentions=True` adds `"attentions"`, `num_layers` tensors `(batch_size,
@@ -68,6 +68,9 @@ class BertBackbone(Backbone):
     model_type = "bert"
     is_encoder = True
     export_formats = tasks.EXPORT_FORMATS
+    # Subclass hooks: a family without token types or without a pooler sets these False (no layer, no output).
+    has_token_types = True
+    has_pooler = True
     # A BertForMaskedLM checkpoint has no pooler: it then keeps its initial values (with a warning).
     optional_hf_keys = weights.OPTIONAL
 
@@ -108,9 +111,10 @@ class BertBackbone(Backbone):
         self.position_embedding = PositionEmbedding(
             max_sequence_length, hidden_dim, initializer_range, dtype=policy, name="position_embedding"
         )
-        self.token_type_embedding = TokenEmbedding(
-            type_vocabulary_size, hidden_dim, initializer_range, dtype=policy, name="token_type_embedding"
-        )
+        if self.has_token_types:
+            self.token_type_embedding = TokenEmbedding(
+                type_vocabulary_size, hidden_dim, initializer_range, dtype=policy, name="token_type_embedding"
+            )
         self.embeddings_norm = LayerNorm(layer_norm_epsilon, dtype=policy, name="embeddings_norm")
         self.embeddings_dropout = keras.layers.Dropout(dropout, dtype=policy, name="embeddings_dropout")
         self.transformer_layers = [
@@ -127,13 +131,14 @@ class BertBackbone(Backbone):
             )
             for i in range(num_layers)
         ]
-        self.pooler = keras.layers.Dense(
-            hidden_dim,
-            activation="tanh",
-            kernel_initializer=keras.initializers.RandomNormal(stddev=initializer_range),
-            dtype=policy,
-            name="pooler",
-        )
+        if self.has_pooler:
+            self.pooler = keras.layers.Dense(
+                hidden_dim,
+                activation="tanh",
+                kernel_initializer=keras.initializers.RandomNormal(stddev=initializer_range),
+                dtype=policy,
+                name="pooler",
+            )
 
     def build(self, input_shape=None):
         if self.built:
@@ -141,22 +146,26 @@ class BertBackbone(Backbone):
         hidden_shape = (None, None, self.hidden_dim)
         self.token_embedding.build()
         self.position_embedding.build()
-        self.token_type_embedding.build()
+        if self.has_token_types:
+            self.token_type_embedding.build()
         self.embeddings_norm.build(hidden_shape)
         for block in self.transformer_layers:
             block.build(hidden_shape)
-        self.pooler.build((None, self.hidden_dim))
+        if self.has_pooler:
+            self.pooler.build((None, self.hidden_dim))
         self.built = True
 
     def call(self, inputs, training=None, output_attentions=False, output_hidden_states=False):
         token_ids, padding_mask, token_type_ids = unpack_bert_inputs(inputs)
         length = tf.shape(token_ids)[1]
-        positions = tf.range(length)[None, :]  # (1, T): absolute positions, padding on the right
+        positions = self.position_ids(token_ids)
         # Bidirectional: every query sees every real key.
         mask = tf.cast(padding_mask, tf.bool)[:, None, :]  # (B, 1, S)
         mask = tf.broadcast_to(mask, [tf.shape(token_ids)[0], length, length])  # (B, T, S)
         x = self.token_embedding(token_ids) + self.position_embedding(positions)
-        x = self.embeddings_norm(x + self.token_type_embedding(token_type_ids))
+        if self.has_token_types:
+            x = x + self.token_type_embedding(token_type_ids)
+        x = self.embeddings_norm(x)
         x = self.embeddings_dropout(x, training=training)
         outputs = run_blocks(
             self.transformer_layers,
@@ -167,7 +176,18 @@ class BertBackbone(Backbone):
             training=training,
         )
         x = outputs["last_hidden_state"]
-        return {**outputs, "sequence_output": x, "pooled_output": self.pooler(x[:, 0, :])}
+        pooled = {"pooled_output": self.pooler(x[:, 0, :])} if self.has_pooler else {}
+        return {**outputs, "sequence_output": x, **pooled}
+
+    def position_ids(self, token_ids):
+        """The position of every token, from the `(batch_size, length)` token ids.
+
+        A subclass hook (a family may count positions from its token ids, skipping pads).
+
+        Returns:
+            `(1, length)` int32 absolute positions `0..length-1`, as batches are padded on the right.
+        """
+        return tf.range(tf.shape(token_ids)[1])[None, :]
 
     def get_config(self):
         config = super().get_config()

@@ -16,10 +16,15 @@ def _num_labels(hf):
     return hf.get("num_labels", 2)  # transformers' default
 
 
-def config_from_hf(hf):
-    """Maps a BERT `config.json` dict to `(backbone_kwargs, task_kwargs)`."""
-    refuse_unsupported("BERT", hf, UNSUPPORTED)
-    activation = activation_from_hf("BERT", hf, "hidden_act", "gelu")
+def config_from_hf(hf, family="BERT"):
+    """Maps a BERT `config.json` dict to `(backbone_kwargs, task_kwargs)`.
+
+    Args:
+        hf: the `config.json` dict.
+        family: the family named in refusals (a family whose `config.json` has BERT's keys names itself).
+    """
+    refuse_unsupported(family, hf, UNSUPPORTED)
+    activation = activation_from_hf(family, hf, "hidden_act", "gelu")
     backbone = dict(
         vocabulary_size=hf.get("vocab_size", 30522),
         num_layers=hf.get("num_hidden_layers", 12),
@@ -33,8 +38,12 @@ def config_from_hf(hf):
         activation=activation,
         initializer_range=hf.get("initializer_range", 0.02),
     )
-    task = dict(num_labels=_num_labels(hf), pad_token_id=hf.get("pad_token_id", 0), id2label=hf.get("id2label"))
-    return backbone, task
+    return backbone, task_kwargs_from_hf(hf)
+
+
+def task_kwargs_from_hf(hf):
+    """The task settings of a BERT-like `config.json`: `num_labels`, `pad_token_id` and `id2label`."""
+    return dict(num_labels=_num_labels(hf), pad_token_id=hf.get("pad_token_id", 0), id2label=hf.get("id2label"))
 
 
 def config_to_hf(backbone, task):
@@ -54,7 +63,13 @@ def config_to_hf(backbone, task):
         initializer_range=backbone["initializer_range"],
         position_embedding_type="absolute",
     )
+    return {**hf, **task_to_hf(task)}
+
+
+def task_to_hf(task):
+    """A task model's `task_config()` as `config.json` settings: the labels and the special token ids."""
     task = dict(task)
+    hf = {}
     num_labels = task.pop("num_labels", None)
     if num_labels is not None:
         hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(num_labels)}

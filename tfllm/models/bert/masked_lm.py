@@ -33,6 +33,8 @@ class BertMaskedLM(BertTask):
 
     task = tasks.MASKED_LM
     export_formats = (tasks.TFLITE, tasks.ONNX)
+    # The head's HF names: transform dense, transform norm, output bias (a subclass hook: another family's differ).
+    head_hf_keys = ("cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", "cls.predictions.bias")
 
     def __init__(self, backbone, pad_token_id=None, **kwargs):
         super().__init__(backbone, pad_token_id=pad_token_id, **kwargs)
@@ -66,8 +68,9 @@ class BertMaskedLM(BertTask):
         return logits + ops.cast(self.output_bias, "float32")
 
     def head_weight_table(self):
+        dense_key, norm_key, bias_key = self.head_hf_keys
         return [
-            *linear(self.transform_dense, "cls.predictions.transform.dense"),
-            *norm(self.transform_norm, "cls.predictions.transform.LayerNorm"),
-            WeightEntry(self.output_bias, ("cls.predictions.bias",)),
+            *linear(self.transform_dense, dense_key),
+            *norm(self.transform_norm, norm_key),
+            WeightEntry(self.output_bias, (bias_key,)),
         ]

@@ -61,8 +61,23 @@ class BertSequenceClassification(BertTask):
         self.built = True
 
     def head(self, backbone_outputs, training=None):
-        logits = self.classifier(self.classifier_dropout(backbone_outputs["pooled_output"], training=training))
+        features = self.classifier_features(backbone_outputs, training=training)
+        logits = self.classifier(self.classifier_dropout(features, training=training))
         return ops.cast(logits, "float32")  # float32 under mixed precision too
+
+    def classifier_features(self, backbone_outputs, training=None):
+        """What the classifier reads (after dropout): the backbone's pooled output.
+
+        A subclass hook: `FirstTokenClassification` puts a dense layer of its own on the first token instead.
+
+        Args:
+            backbone_outputs: the backbone's output dict.
+            training: enables dropout.
+
+        Returns:
+            `(batch_size, hidden_dim)` features.
+        """
+        return backbone_outputs["pooled_output"]
 
     def head_weight_table(self):
         return linear(self.classifier, "classifier")
@@ -80,6 +95,45 @@ class BertSequenceClassification(BertTask):
         config = super().get_config()
         del config["label2id"]  # derived from id2label; config.json keeps it for transformers
         return config
+
+
+class FirstTokenClassification(BertSequenceClassification):
+    """`BertSequenceClassification` whose classifier reads a dense layer of its own on the first token's
+    last hidden state instead of the backbone's pooler.
+
+    Subclasses set `first_token_activation` (the dense layer's activation) and `dropout_before_dense`
+    (also drop out the first token before the dense layer), and name both dense layers in
+    `head_weight_table`.
+
+    Args:
+        backbone, num_labels, pad_token_id, id2label: as `BertSequenceClassification`.
+
+    Call arguments and returns: as `BertSequenceClassification`.
+    """
+
+    first_token_activation = None
+    dropout_before_dense = False
+
+    def __init__(self, backbone, num_labels=2, pad_token_id=None, id2label=None, **kwargs):
+        super().__init__(backbone, num_labels=num_labels, pad_token_id=pad_token_id, id2label=id2label, **kwargs)
+        # === Layers ===
+        self.first_token_dense = keras.layers.Dense(
+            backbone.hidden_dim,
+            activation=self.first_token_activation,
+            kernel_initializer=keras.initializers.RandomNormal(stddev=backbone.initializer_range),
+            dtype=backbone.dtype_policy,
+            name="first_token_dense",
+        )
+
+    def build(self, input_shape=None):
+        self.first_token_dense.build((None, self.backbone.hidden_dim))
+        super().build(input_shape)
+
+    def classifier_features(self, backbone_outputs, training=None):
+        first = backbone_outputs["last_hidden_state"][:, 0, :]  # (B, hidden_dim)
+        if self.dropout_before_dense:
+            first = self.classifier_dropout(first, training=training)
+        return self.first_token_dense(first)
 
 
 def _check_id2label(id2label, num_labels):
