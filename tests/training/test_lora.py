@@ -372,7 +372,7 @@ def test_loading_onto_a_model_with_adapters_is_refused(saved):
         (dict(target_modules=["qkv", "gate"]), r"`target_modules`. Expected names of projections that GPT2CausalLM has "
                                                r"\(qkv, output, up, down\); none is named 'gate'"),
         (dict(train_modules=["head"]), r"`train_modules`. Expected names or paths of layers of GPT2CausalLM \(such as "
-                                       r"backbone\); none is named 'head'"),
+                                       r"backbone, lm_head\); none is named 'head'"),
         (dict(target_modules=[3]), r"`target_modules`. Expected a non-empty list of names"),
     ],
 )
