@@ -230,17 +230,18 @@ def pooling_config(pooling=None):
 
 
 class EncoderServing(Serving):
-    """Signature of an encoder (BERT backbone): `embed` (text → pooled sentence embeddings).
+    """Signature of an encoder's backbone: `embed` (text → pooled sentence embeddings).
 
-    The text is tokenized in the graph (`in_graph.WordPiece`: `[CLS] ... [SEP]`), truncated to the
+    The text is tokenized in the graph (`tfllm.tokenizers.in_graph`, special tokens added), truncated to the
     pooling config's `max_seq_length` (else the tokenizer's `model_max_length`), lower-cased first
     when the config says `do_lower_case`, run through the encoder, pooled with
     `tfllm.layers.pooling.pool` and L2-normalized when the config says so: the computation of
     `tfllm.pipeline("sentence-embeddings")` and sentence-transformers' `encode`.
 
     Args:
-        model: a backbone returning `{"sequence_output": ...}` (`tfllm.AutoModel` on a BERT folder).
-        tokenizer: its `tfllm.tokenizers.Tokenizer` (WordPiece).
+        model: an encoder's backbone (`tfllm.AutoModel` on an encoder folder); its `"last_hidden_state"`
+            is pooled.
+        tokenizer: its `tfllm.tokenizers.Tokenizer`, one that `in_graph` can encode.
         pooling: see `pooling_config`.
     """
 
@@ -252,7 +253,8 @@ class EncoderServing(Serving):
         self.codec = in_graph.from_tokenizer(tokenizer)
         if not hasattr(self.codec, "encode"):
             raise NotImplementedError(
-                f"The {sig.EMBED} signature needs a WordPiece tokenizer; this one is {type(self.codec).__name__}."
+                f"The {sig.EMBED} signature needs a tokenizer that encodes in the graph; this one is "
+                f"{type(self.codec).__name__}."
             )
         self.pooling = pooling_config(pooling)
         self.max_seq_length = self.pooling["max_seq_length"] or self.codec.max_length
@@ -274,7 +276,7 @@ class EncoderServing(Serving):
         if self.pooling["do_lower_case"]:
             text = tf.strings.lower(text, encoding="utf-8")
         inputs = self._inputs(text, self.max_seq_length)
-        hidden = self._backbone()(inputs)["sequence_output"]  # (B, T, hidden_dim)
+        hidden = self._backbone()(inputs)["last_hidden_state"]  # (B, T, hidden_dim)
         embeddings = pool(hidden, inputs["attention_mask"], self.pooling["pooling"])
         if self.pooling["normalize"]:
             embeddings = embeddings / tf.maximum(tf.norm(embeddings, axis=-1, keepdims=True), 1e-12)

@@ -9,7 +9,7 @@ num_key_value_heads, head_dim)` as separate inputs `kv_cache_k_0, kv_cache_v_0, 
 `logits` `(1, length, vocabulary_size)` and the updated caches. Both steps are the model's own
 `call_with_cache`, so an export computes what `generate` computes.
 
-An encoder (BERT) exports as one forward: `input_ids`, `attention_mask` → `sequence_output` and
+An encoder's backbone exports as one forward: `input_ids`, `attention_mask` → `sequence_output` and
 `pooled_output` (a backbone; the latter when it has a pooler) or `logits` (a task head).
 """
 
@@ -185,14 +185,14 @@ def forward_input_signature(batch_size=None, sequence_length=None):
 
 
 def forward_function(model):
-    """`fn({input_ids, attention_mask}) -> {logits}` or, for an encoder's backbone, `{sequence_output}` and
-    `pooled_output` when the backbone has a pooler."""
+    """`fn({input_ids, attention_mask}) -> {logits}` or, for an encoder's backbone, `{sequence_output}` (its
+    `last_hidden_state`) and `pooled_output` when the backbone has a pooler."""
 
     def forward(inputs):
         outputs = model({sig.INPUT_IDS: inputs[sig.INPUT_IDS], sig.ATTENTION_MASK: inputs[sig.ATTENTION_MASK]})
         if isinstance(outputs, dict):
             pooled = {sig.POOLED_OUTPUT: outputs["pooled_output"]} if "pooled_output" in outputs else {}
-            return {sig.SEQUENCE_OUTPUT: outputs["sequence_output"], **pooled}
+            return {sig.SEQUENCE_OUTPUT: outputs["last_hidden_state"], **pooled}
         return {sig.LOGITS: outputs}
 
     return forward

@@ -235,13 +235,13 @@ def keras_embeddings(backbone, tokenizer, texts, pooling):
     """What the `embed` signature must return, computed as `tfllm.pipeline("sentence-embeddings")` does.
 
     Args:
-        backbone: a model returning `{"sequence_output": ...}`.
+        backbone: a backbone (its `"last_hidden_state"` is pooled).
         pooling: `{"pooling", "normalize", "max_seq_length", "do_lower_case"}`.
     """
     texts = [(text.lower() if pooling["do_lower_case"] else text).strip() for text in texts]
     max_length = pooling["max_seq_length"] or tokenizer.model_max_length
     batch = tokenizer(texts, return_tensors="np", padding=True, truncation=max_length is not None, max_length=max_length)
-    embeddings = np.asarray(pool(backbone(batch)["sequence_output"], batch["attention_mask"], pooling["pooling"]))
+    embeddings = np.asarray(pool(backbone(batch)["last_hidden_state"], batch["attention_mask"], pooling["pooling"]))
     if pooling["normalize"]:
         embeddings = embeddings / np.maximum(np.linalg.norm(embeddings, axis=-1, keepdims=True), 1e-12)
     return embeddings
