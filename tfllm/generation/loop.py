@@ -14,7 +14,6 @@ loop and a few compiled programs; compiling the whole loop (`jit_compile=True`) 
 for every prompt length.
 """
 
-
 import numpy as np
 import tensorflow as tf
 
