@@ -159,5 +159,7 @@ def test_generate_builds_an_unbuilt_model():
                           head_dim=8, relative_attention_num_buckets=8, relative_attention_max_distance=20)
     model = T5Seq2SeqLM(backbone)
     assert not model.built
-    ids = model.generate(np.array([[5, 6, 7, 1]]), max_new_tokens=3)
+    # No end-of-sequence id: random weights may emit id 1 (T5's EOS) first, depending on the seed state
+    # the tests before this one left.
+    ids = model.generate(np.array([[5, 6, 7, 1]]), max_new_tokens=3, eos_token_id=-1)
     assert ids.shape == (1, 4)
