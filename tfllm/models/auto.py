@@ -3,7 +3,7 @@
 from tfllm.checkpoints import load_config
 from tfllm.models import bert, distilbert, gpt2, llama, pretrained, roberta, t5
 from tfllm.models import tasks as task_names
-from tfllm.models.registry import FAMILIES, family_of, get_family, register
+from tfllm.models.registry import get_family, register
 
 # One line per family package; a family may serve several model_types (see `aliases`).
 for _family in (

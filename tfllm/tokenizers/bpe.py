@@ -10,7 +10,6 @@ from tokenizers import processors
 from tokenizers import trainers
 
 from tfllm.errors import invalid_argument
-from tfllm.tokenizers import _utils
 from tfllm.tokenizers.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
